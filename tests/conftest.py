@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny VIP5 configs and the location of the workplace's shared reference files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def require_shared(*parts: str) -> Path:
+    """Path below ../shared, or skip the test with the reason when the workplace files are not beside the repo."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs {path} (the workplace's shared/ folder beside the repository), which is absent")
+    return path
+
+
+def tiny_config_kwargs(**overrides) -> dict:
+    """A VIP5 small enough for unit tests (d_model 32, 2+2 layers) with a real-size vocabulary."""
+    kwargs = dict(
+        d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4, image_feature_dim=16,
+        num_image_tokens=2, dropout_rate=0.0,
+    )
+    kwargs.update(overrides)
+    return kwargs
+
+
+@pytest.fixture
+def tiny_config():
+    from modeling_vip5 import VIP5Config
+
+    return VIP5Config(**tiny_config_kwargs())
+
+
+@pytest.fixture
+def tiny_model(tiny_config):
+    from modeling_vip5 import VIP5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    return VIP5ForConditionalGeneration(tiny_config).eval()
