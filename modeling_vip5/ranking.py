@@ -1,0 +1,185 @@
+"""Ranking helpers that return item ids: constrained beam search over a prefix trie, and exact candidate scoring.
+
+VIP5 decodes item ids as text ("1234" + `</s>`). The original decoded freely, so beams could be non-existent items
+(spec §8.3). Here:
+
+- `ItemTrie` + `generate_ranked_items`: beam search that can only emit existing item ids (optionally not the user's
+  history), returning item ids best first.
+- `score_candidates` / `rank_candidates`: the exact log-likelihood of every candidate id given the prompt. The encoder
+  runs once per example and the cross-attention keys/values once per example too; the candidates then share them as
+  stride-0 views, so scoring 100 candidates costs little more than one decoder pass over their tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import torch
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+from transformers.modeling_outputs import BaseModelOutput
+
+ENCODER_INPUTS = ("input_ids", "attention_mask", "whole_word_ids", "category_ids", "image_features", "image_features_mask")
+
+
+def item_token_ids(tokenizer, item_ids: Iterable[int]) -> dict[int, list[int]]:
+    """Token ids of each item id as a training target (the bare id string followed by `</s>`)."""
+    item_ids = list(item_ids)
+    encoded = tokenizer([str(i) for i in item_ids], add_special_tokens=True)["input_ids"]
+    return dict(zip(item_ids, encoded, strict=True))
+
+
+class ItemTrie:
+    """Prefix tree over the token sequences of valid item ids (each ending with `</s>`)."""
+
+    def __init__(self, sequences: Mapping[int, Sequence[int]], eos_token_id: int = 1):
+        self.eos_token_id = eos_token_id
+        self.root: dict = {}
+        self._items: dict[tuple[int, ...], int] = {}
+        for item, tokens in sequences.items():
+            tokens = tuple(tokens)
+            if not tokens or tokens[-1] != eos_token_id:
+                raise ValueError(f"token sequence of item {item} must end with </s> ({eos_token_id}), got {list(tokens)}")
+            if tokens in self._items:
+                raise ValueError(f"items {self._items[tokens]} and {item} have the same tokens {list(tokens)}")
+            self._items[tokens] = item
+            node = self.root
+            for token in tokens:
+                node = node.setdefault(token, {})
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, item_ids: Iterable[int]) -> ItemTrie:
+        return cls(item_token_ids(tokenizer, item_ids), eos_token_id=tokenizer.eos_token_id)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def item(self, tokens: Sequence[int]) -> int | None:
+        """The item id a finished token sequence spells (decoder start and padding removed), or None."""
+        tokens = [int(t) for t in tokens]
+        if self.eos_token_id in tokens:
+            tokens = tokens[: tokens.index(self.eos_token_id) + 1]
+        return self._items.get(tuple(tokens))
+
+    def allowed_tokens(self, prefix: Sequence[int], excluded: set[int] | frozenset[int] = frozenset()) -> list[int]:
+        """Tokens that keep `prefix` on the way to a valid (and not excluded) item."""
+        node = self.root
+        for token in prefix:
+            node = node.get(int(token))
+            if node is None:
+                return []
+        allowed = list(node)
+        if excluded and self.eos_token_id in node:
+            if self._items[tuple(int(t) for t in prefix) + (self.eos_token_id,)] in excluded:
+                allowed.remove(self.eos_token_id)
+        return allowed
+
+    def prefix_allowed_tokens_fn(
+        self, excluded: Sequence[set[int]] | None = None, pad_token_id: int = 0
+    ) -> Callable[[int, torch.Tensor], list[int]]:
+        """For `generate(prefix_allowed_tokens_fn=...)`; `excluded[b]` are item ids example b must not get."""
+
+        def allowed(batch_id: int, sent: torch.Tensor) -> list[int]:
+            prefix = sent[1:].tolist()  # drop the decoder start token
+            if self.eos_token_id in prefix:  # a finished beam is padded
+                return [pad_token_id]
+            return self.allowed_tokens(prefix, excluded[batch_id] if excluded is not None else frozenset())
+
+        return allowed
+
+
+def generate_ranked_items(
+    model, inputs: Mapping[str, torch.Tensor], trie: ItemTrie | None = None, tokenizer=None, num_beams: int = 20,
+    num_return_sequences: int | None = None, excluded: Sequence[set[int]] | None = None, max_new_tokens: int = 16,
+    **generate_kwargs,
+) -> list[list[int]]:
+    """Beam search returning, per example, item ids best first.
+
+    With `trie`, decoding is constrained to valid items (spec §8.3 fix); without it (the paper's protocol) beams are
+    decoded with `tokenizer` and parsed as integers, and unparseable ones are dropped. Duplicates keep their best rank.
+    """
+    if trie is None and tokenizer is None:
+        raise ValueError("pass `trie` for constrained decoding or `tokenizer` to parse free beams")
+    num_return_sequences = num_return_sequences or num_beams
+    if trie is not None:
+        generate_kwargs["prefix_allowed_tokens_fn"] = trie.prefix_allowed_tokens_fn(excluded)
+    sequences = model.generate(
+        **{k: v for k, v in inputs.items() if k in ENCODER_INPUTS}, num_beams=num_beams,
+        num_return_sequences=num_return_sequences, max_new_tokens=max_new_tokens, **generate_kwargs,
+    )
+    rankings = []
+    for b in range(sequences.shape[0] // num_return_sequences):
+        ranked: list[int] = []
+        for seq in sequences[b * num_return_sequences : (b + 1) * num_return_sequences]:
+            item = trie.item(seq[1:]) if trie is not None else _parse_int(tokenizer.decode(seq, skip_special_tokens=True))
+            if item is not None and item not in ranked:
+                ranked.append(item)
+        rankings.append(ranked)
+    return rankings
+
+
+def _parse_int(text: str) -> int | None:
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None
+
+
+@torch.no_grad()
+def score_candidates(
+    model, inputs: Mapping[str, torch.Tensor], candidate_token_ids: Sequence[Sequence[Sequence[int]]],
+    chunk_size: int = 128,
+) -> list[torch.Tensor]:
+    """Log-likelihood of each candidate's tokens given the prompt: per example a `[num_candidates]` tensor.
+
+    `candidate_token_ids[b]` lists the target token sequences (ending with `</s>`) to score for example b. The sum of
+    token log-probabilities is the exact sequence probability that beam search approximates.
+    """
+    encoder_inputs = {k: v for k, v in inputs.items() if k in ENCODER_INPUTS}
+    encoder_outputs = model.get_encoder()(**encoder_inputs)
+    hidden, mask = encoder_outputs.last_hidden_state, encoder_inputs["attention_mask"]
+    start = torch.full((hidden.shape[0], 1), model.config.decoder_start_token_id, device=hidden.device)
+    primed = model(
+        encoder_outputs=encoder_outputs, attention_mask=mask, decoder_input_ids=start, use_cache=True,
+        past_key_values=EncoderDecoderCache(DynamicCache(), DynamicCache()),
+    ).past_key_values.cross_attention_cache
+    scores = []
+    for b, candidates in enumerate(candidate_token_ids):
+        per_example = []
+        for offset in range(0, len(candidates), chunk_size):
+            chunk = candidates[offset : offset + chunk_size]
+            labels = _pad([list(c) for c in chunk], -100).to(hidden.device)
+            n = labels.shape[0]
+            cross = DynamicCache(
+                [(layer.keys[b : b + 1].expand(n, -1, -1, -1), layer.values[b : b + 1].expand(n, -1, -1, -1))
+                 for layer in primed.layers]
+            )
+            logits = model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=hidden[b : b + 1].expand(n, -1, -1)),
+                attention_mask=mask[b : b + 1].expand(n, -1),
+                decoder_input_ids=model._shift_right(labels),
+                past_key_values=EncoderDecoderCache(DynamicCache(), cross), use_cache=True,
+            ).logits
+            log_probs = torch.log_softmax(logits.float(), dim=-1)
+            token_scores = log_probs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            per_example.append((token_scores * (labels != -100)).sum(dim=1))
+        scores.append(torch.cat(per_example))
+    return scores
+
+
+def rank_candidates(
+    model, inputs: Mapping[str, torch.Tensor], candidates: Sequence[Sequence[int]], tokenizer, chunk_size: int = 128,
+) -> list[list[int]]:
+    """Candidates (item ids) of each example sorted by the model's likelihood, best first."""
+    tokens = item_token_ids(tokenizer, sorted({i for row in candidates for i in row}))
+    scores = score_candidates(model, inputs, [[tokens[i] for i in row] for row in candidates], chunk_size=chunk_size)
+    return [[row[j] for j in s.argsort(descending=True, stable=True).tolist()] for row, s in zip(candidates, scores, strict=True)]
+
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    out = torch.full((len(rows), max(len(r) for r in rows)), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r)
+    return out
+
+
+__all__ = ["ItemTrie", "generate_ranked_items", "item_token_ids", "rank_candidates", "score_candidates"]

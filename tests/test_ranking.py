@@ -1,0 +1,55 @@
+"""Ranking helpers: the prefix trie, constrained beam search and exact candidate scoring."""
+
+from __future__ import annotations
+
+import torch
+from test_modeling import make_batch
+
+from modeling_vip5.ranking import ItemTrie, generate_ranked_items, score_candidates
+
+# item id -> target tokens (ending with </s> = 1); 17 is a prefix of 17 40 (two items share a start)
+ITEMS = {101: [17, 1], 102: [17, 40, 1], 103: [18, 41, 1], 104: [19, 1], 105: [18, 42, 1]}
+
+
+def test_trie_allows_only_paths_to_valid_items():
+    trie = ItemTrie(ITEMS)
+    assert sorted(trie.allowed_tokens([])) == [17, 18, 19]
+    assert sorted(trie.allowed_tokens([17])) == [1, 40]
+    assert trie.allowed_tokens([17], excluded={101}) == [40]
+    assert trie.allowed_tokens([20]) == []
+    assert trie.item([17, 40, 1, 0, 0]) == 102 and trie.item([17, 40]) is None
+
+
+def test_constrained_beam_search_returns_only_valid_and_allowed_items(tiny_model):
+    batch = make_batch(tiny_model.config)
+    trie = ItemTrie(ITEMS)
+    rankings = generate_ranked_items(tiny_model, batch, trie=trie, num_beams=5, excluded=[{101}, set()])
+    assert len(rankings) == 2
+    for ranking, excluded in zip(rankings, [{101}, set()], strict=True):
+        assert ranking and set(ranking) <= set(ITEMS) - excluded
+        assert len(ranking) == len(set(ranking))
+    assert 101 not in rankings[0]
+
+
+def test_scores_equal_the_likelihood_from_a_full_forward_pass(tiny_model):
+    batch = make_batch(tiny_model.config)
+    candidates = [[ITEMS[101], ITEMS[102], ITEMS[103]], [ITEMS[104], ITEMS[105]]]
+    scores = score_candidates(tiny_model, batch, candidates, chunk_size=2)
+    for b, rows in enumerate(candidates):
+        for c, tokens in enumerate(rows):
+            single = {k: v[b : b + 1] for k, v in batch.items()}
+            labels = torch.tensor([tokens])
+            with torch.no_grad():
+                logits = tiny_model(**single, labels=labels).logits
+            expected = torch.log_softmax(logits, -1).gather(-1, labels.unsqueeze(-1)).sum()
+            torch.testing.assert_close(scores[b][c], expected, atol=1e-4, rtol=1e-5)
+
+
+def test_constrained_beams_agree_with_exact_scoring_on_the_best_item(tiny_model):
+    """With as many beams as items, beam search is exhaustive: its best item is the best-scored item."""
+    batch = make_batch(tiny_model.config)
+    trie = ItemTrie(ITEMS)
+    best_beam = [r[0] for r in generate_ranked_items(tiny_model, batch, trie=trie, num_beams=5, length_penalty=0.0)]
+    scores = score_candidates(tiny_model, batch, [list(ITEMS.values())] * 2)
+    best_scored = [list(ITEMS)[int(s.argmax())] for s in scores]
+    assert best_beam == best_scored
