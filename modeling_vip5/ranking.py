@@ -138,32 +138,43 @@ def score_candidates(
     encoder_outputs = model.get_encoder()(**encoder_inputs)
     hidden, mask = encoder_outputs.last_hidden_state, encoder_inputs["attention_mask"]
     start = torch.full((hidden.shape[0], 1), model.config.decoder_start_token_id, device=hidden.device)
+    # One decoder step from the start token serves every candidate: its log-probs score their first tokens, and its
+    # self- and cross-attention caches are shared by all candidates of the example as stride-0 views.
     primed = model(
         encoder_outputs=encoder_outputs, attention_mask=mask, decoder_input_ids=start, use_cache=True,
         past_key_values=EncoderDecoderCache(DynamicCache(), DynamicCache()),
-    ).past_key_values.cross_attention_cache
+    )
+    first_log_probs = torch.log_softmax(primed.logits[:, 0].float(), dim=-1)
     scores = []
     for b, candidates in enumerate(candidate_token_ids):
         per_example = []
         for offset in range(0, len(candidates), chunk_size):
-            chunk = candidates[offset : offset + chunk_size]
-            labels = _pad([list(c) for c in chunk], -100).to(hidden.device)
-            n = labels.shape[0]
-            cross = DynamicCache(
-                [(layer.keys[b : b + 1].expand(n, -1, -1, -1), layer.values[b : b + 1].expand(n, -1, -1, -1))
-                 for layer in primed.layers]
-            )
-            logits = model(
-                encoder_outputs=BaseModelOutput(last_hidden_state=hidden[b : b + 1].expand(n, -1, -1)),
-                attention_mask=mask[b : b + 1].expand(n, -1),
-                decoder_input_ids=model._shift_right(labels),
-                past_key_values=EncoderDecoderCache(DynamicCache(), cross), use_cache=True,
-            ).logits
-            log_probs = torch.log_softmax(logits.float(), dim=-1)
-            token_scores = log_probs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-            per_example.append((token_scores * (labels != -100)).sum(dim=1))
+            labels = _pad([list(c) for c in candidates[offset : offset + chunk_size]], -100).to(hidden.device)
+            score = first_log_probs[b, labels[:, 0]]
+            if labels.shape[1] > 1:
+                n = labels.shape[0]
+                cache = EncoderDecoderCache(*(_shared_cache(c, b, n) for c in (
+                    primed.past_key_values.self_attention_cache, primed.past_key_values.cross_attention_cache)))
+                logits = model(
+                    encoder_outputs=BaseModelOutput(last_hidden_state=hidden[b : b + 1].expand(n, -1, -1)),
+                    attention_mask=mask[b : b + 1].expand(n, -1),
+                    decoder_input_ids=labels[:, :-1].clamp(min=model.config.pad_token_id),
+                    past_key_values=cache, use_cache=True,
+                ).logits
+                rest = labels[:, 1:]
+                token_scores = torch.log_softmax(logits.float(), dim=-1).gather(-1, rest.clamp(min=0).unsqueeze(-1))
+                score = score + (token_scores.squeeze(-1) * (rest != -100)).sum(dim=1)
+            per_example.append(score)
         scores.append(torch.cat(per_example))
     return scores
+
+
+def _shared_cache(cache: DynamicCache, b: int, n: int) -> DynamicCache:
+    """Example b's cached keys/values, seen by n candidates without copying (expand, not repeat)."""
+    shared = DynamicCache([(layer.keys[b : b + 1], layer.values[b : b + 1]) for layer in cache.layers])
+    for layer in shared.layers:
+        layer.keys, layer.values = layer.keys.expand(n, -1, -1, -1), layer.values.expand(n, -1, -1, -1)
+    return shared
 
 
 def rank_candidates(
