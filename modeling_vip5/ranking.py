@@ -12,7 +12,8 @@ VIP5 decodes item ids as text ("1234" + `</s>`). The original decoded freely, so
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
@@ -87,15 +88,67 @@ class ItemTrie:
         return allowed
 
 
+def parse_item_id(text: str) -> int | None:
+    """An item id as it appears in prompts and targets (a decimal integer), or None for anything else.
+
+    Stricter than the original `int(s)`, which also accepted signs, underscores and non-ASCII digits that no item id has.
+    """
+    stripped = text.strip()
+    return int(stripped) if stripped.isascii() and stripped.isdigit() else None
+
+
+@dataclass(frozen=True)
+class ParsedOutputs:
+    """One example's decoded outputs as a ranking, with the counts behind the valid-output share."""
+
+    ranking: list[int]
+    num_outputs: int
+    num_valid: int
+
+
+def parse_outputs(
+    outputs: Sequence[str], valid_ids: Collection[int] | None = None, drop_invalid: bool = False
+) -> ParsedOutputs:
+    """Turn decoded sequences (best first) into a ranking of distinct item ids.
+
+    An output is valid when it parses as an item id and, if `valid_ids` is given (the catalogue for sequential, the
+    prompt's candidates for direct), is one of them. Unparseable outputs are always dropped; parseable ids outside
+    `valid_ids` are kept (they occupy a rank, as in the paper protocol) unless `drop_invalid` is set.
+    """
+    if drop_invalid and valid_ids is None:
+        raise ValueError("drop_invalid=True needs valid_ids: there is nothing to check the outputs against")
+    ranking: list[int] = []
+    seen: set[int] = set()
+    num_valid = 0
+    for text in outputs:
+        item = parse_item_id(text)
+        if item is None:
+            continue
+        valid = valid_ids is None or item in valid_ids
+        num_valid += valid
+        if (valid or not drop_invalid) and item not in seen:
+            seen.add(item)
+            ranking.append(item)
+    return ParsedOutputs(ranking=ranking, num_outputs=len(outputs), num_valid=num_valid)
+
+
+def valid_share(parsed: Sequence[ParsedOutputs]) -> float:
+    """Share of all decoded outputs that were valid item ids (pooled over examples, so every output weighs the same)."""
+    total = sum(p.num_outputs for p in parsed)
+    if total == 0:
+        raise ValueError("no decoded outputs: the valid-output share is undefined")
+    return sum(p.num_valid for p in parsed) / total
+
+
 def generate_ranked_items(
     model, inputs: Mapping[str, torch.Tensor], trie: ItemTrie | None = None, tokenizer=None, num_beams: int = 20,
     num_return_sequences: int | None = None, excluded: Sequence[set[int]] | None = None, max_new_tokens: int = 16,
-    **generate_kwargs,
-) -> list[list[int]]:
-    """Beam search returning, per example, item ids best first.
+    valid_ids: Collection[int] | None = None, **generate_kwargs,
+) -> list[ParsedOutputs]:
+    """Beam search returning, per example, the item ids it produced, best first (`.ranking`), with output counts.
 
-    With `trie`, decoding is constrained to valid items (spec §8.3 fix); without it (the paper's protocol) beams are
-    decoded with `tokenizer` and parsed as integers, and unparseable ones are dropped. Duplicates keep their best rank.
+    With `trie`, decoding is constrained to valid items (the spec §8.3 fix) and every output is valid. Without it (the
+    paper's protocol) beams are decoded with `tokenizer` and parsed by `parse_outputs` against `valid_ids`.
     """
     if trie is None and tokenizer is None:
         raise ValueError("pass `trie` for constrained decoding or `tokenizer` to parse free beams")
@@ -106,22 +159,16 @@ def generate_ranked_items(
         **{k: v for k, v in inputs.items() if k in ENCODER_INPUTS}, num_beams=num_beams,
         num_return_sequences=num_return_sequences, max_new_tokens=max_new_tokens, **generate_kwargs,
     )
-    rankings = []
+    results = []
     for b in range(sequences.shape[0] // num_return_sequences):
-        ranked: list[int] = []
-        for seq in sequences[b * num_return_sequences : (b + 1) * num_return_sequences]:
-            item = trie.item(seq[1:]) if trie is not None else _parse_int(tokenizer.decode(seq, skip_special_tokens=True))
-            if item is not None and item not in ranked:
-                ranked.append(item)
-        rankings.append(ranked)
-    return rankings
-
-
-def _parse_int(text: str) -> int | None:
-    try:
-        return int(text.strip())
-    except ValueError:
-        return None
+        beams = sequences[b * num_return_sequences : (b + 1) * num_return_sequences]
+        if trie is not None:
+            texts = [str(item) for seq in beams if (item := trie.item(seq[1:])) is not None]
+            parsed = parse_outputs(texts)
+            results.append(ParsedOutputs(parsed.ranking, num_outputs=len(beams), num_valid=len(texts)))
+        else:
+            results.append(parse_outputs(tokenizer.batch_decode(beams, skip_special_tokens=True), valid_ids))
+    return results
 
 
 @torch.no_grad()
@@ -193,4 +240,7 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
     return out
 
 
-__all__ = ["ItemTrie", "generate_ranked_items", "item_token_ids", "rank_candidates", "score_candidates"]
+__all__ = [
+    "ItemTrie", "ParsedOutputs", "generate_ranked_items", "item_token_ids", "parse_item_id", "parse_outputs",
+    "rank_candidates", "score_candidates", "valid_share",
+]

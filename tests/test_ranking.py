@@ -23,7 +23,8 @@ def test_trie_allows_only_paths_to_valid_items():
 def test_constrained_beam_search_returns_only_valid_and_allowed_items(tiny_model):
     batch = make_batch(tiny_model.config)
     trie = ItemTrie(ITEMS)
-    rankings = generate_ranked_items(tiny_model, batch, trie=trie, num_beams=5, excluded=[{101}, set()])
+    rankings = [p.ranking for p in generate_ranked_items(tiny_model, batch, trie=trie, num_beams=5,
+                                                         excluded=[{101}, set()])]
     assert len(rankings) == 2
     for ranking, excluded in zip(rankings, [{101}, set()], strict=True):
         assert ranking and set(ranking) <= set(ITEMS) - excluded
@@ -49,7 +50,8 @@ def test_constrained_beams_agree_with_exact_scoring_on_the_best_item(tiny_model)
     """With as many beams as items, beam search is exhaustive: its best item is the best-scored item."""
     batch = make_batch(tiny_model.config)
     trie = ItemTrie(ITEMS)
-    best_beam = [r[0] for r in generate_ranked_items(tiny_model, batch, trie=trie, num_beams=5, length_penalty=0.0)]
+    best_beam = [p.ranking[0] for p in generate_ranked_items(tiny_model, batch, trie=trie, num_beams=5,
+                                                             length_penalty=0.0)]
     scores = score_candidates(tiny_model, batch, [list(ITEMS.values())] * 2)
     best_scored = [list(ITEMS)[int(s.argmax())] for s in scores]
     assert best_beam == best_scored
