@@ -47,7 +47,7 @@ class VIP5VisualEmbedding(nn.Module):
         """[batch, n_items, F] -> [batch, n_items * k, d]; item j becomes tokens j·k … j·k + k − 1."""
         hidden = self.norm(self.fc2(self.act(self.fc1(image_features))))
         batch, n_items, _ = image_features.shape
-        return hidden.reshape(batch, n_items * self.num_image_tokens, -1)
+        return hidden.reshape(batch, n_items * self.num_image_tokens, hidden.shape[-1] // self.num_image_tokens)
 
 
 class VIP5Encoder(nn.Module):
@@ -140,13 +140,19 @@ class VIP5ForConditionalGeneration(T5ForConditionalGeneration):
                 )
         else:
             image_tokens = self._image_tokens(image_features, image_features_mask, num_placeholders)
-            rank = (placeholders.cumsum(dim=1) - 1).clamp(min=0)
-            gathered = image_tokens.gather(1, rank.unsqueeze(-1).expand(-1, -1, embeds.shape[-1]))
-            embeds = torch.where(placeholders.unsqueeze(-1), gathered.to(embeds.dtype), embeds)
+            if image_tokens.shape[1]:
+                rank = (placeholders.cumsum(dim=1) - 1).clamp(min=0)
+                gathered = image_tokens.gather(1, rank.unsqueeze(-1).expand(-1, -1, embeds.shape[-1]))
+                embeds = torch.where(placeholders.unsqueeze(-1), gathered.to(embeds.dtype), embeds)
+            else:  # no photographed item in the batch: a zero that keeps the mapping network in the graph (DDP)
+                embeds = embeds + image_tokens.sum().to(embeds.dtype)
         if category_ids is None:
             category_ids = placeholders.long()
         embeds = embeds + self.category_embeddings(category_ids)
         if whole_word_ids is not None:
+            if bool((whole_word_ids >= self.config.whole_word_vocab_size).any()):
+                raise ValueError(f"whole_word_ids go up to {int(whole_word_ids.max())} but the whole-word table has "
+                                 f"{self.config.whole_word_vocab_size} rows: prompts must stay under that many words")
             embeds = embeds + self.whole_word_embeddings(whole_word_ids)
         return embeds
 

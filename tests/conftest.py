@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from tokenizer_fixture import t5_tokenizer  # noqa: F401  (session fixture shared by the test modules)
+from train_fixture import tiny_dataset  # noqa: F401
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

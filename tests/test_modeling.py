@@ -240,3 +240,17 @@ def test_inputs_that_cannot_work_raise_clear_errors(tiny_model, change, message)
 def test_config_rejects_unknown_loss_normalization():
     with pytest.raises(Exception, match="loss_normalization"):
         VIP5Config(**tiny_config_kwargs(loss_normalization="sum"))
+
+
+def test_batches_without_images_and_overlong_prompts(tiny_model):
+    batch = make_batch(tiny_model.config)
+    text_only = {k: v for k, v in batch.items() if k != "image_features_mask"}
+    text_only["input_ids"] = text_only["input_ids"].masked_fill(text_only["input_ids"] == IMG, 5)
+    text_only["category_ids"] = torch.zeros_like(text_only["input_ids"])
+    text_only["image_features"] = torch.zeros(2, 0, tiny_model.config.image_feature_dim)
+    labels = torch.tensor([[5, 1], [6, 1]])
+    loss = tiny_model(**text_only, labels=labels).loss
+    loss.backward()
+    assert tiny_model.visual_embedding.fc1.weight.grad is not None  # still in the graph, with a zero gradient
+    with pytest.raises(ValueError, match="whole-word table has 1024 rows"):
+        tiny_model(**{**batch, "whole_word_ids": batch["whole_word_ids"] + 1024}, labels=labels)
