@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,20 +23,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o644)  # mkstemp creates 0600; the result is an ordinary shared file
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
 
 
-def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
-    """Call `write(tmp_path)` and move the result to `path` only if it returned without error."""
-    with atomic_path(path) as tmp:
-        write(tmp)
-
-
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write a text file atomically (UTF-8, `\\n` line endings)."""
-    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8", newline="\n"))
+    """Write a text file atomically (UTF-8, LF line endings)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8", newline="\n")
 
 
 @contextmanager
