@@ -140,7 +140,7 @@ def direct_example(tables: DomainTables, user: int, template_id: str, rng: np.ra
     if template_id in YES_NO_TEMPLATES:
         positive = bool(rng.random() < 0.5)
         item = positive_item if positive else tables.negatives(rng, user, 1)[0]
-        fields |= {"item_id": item, "item_title": tables.titles.get(item, "unknown title"), "answer": _yes_no(positive)}
+        fields |= {"item_id": item, "item_title": tables.titles.get(item) or "unknown title", "answer": _yes_no(positive)}
     else:
         candidates = tables.negatives(rng, user, num_candidates - 1) + [positive_item]
         rng.shuffle(candidates)
