@@ -207,8 +207,12 @@ def train(config: TrainConfig) -> TrainingResult:
         train_examples.set_epoch(epoch)
         train_loader.set_epoch(epoch)
         loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
-        skip = 0
-        for batch in loader:
+        skip_batches, skip = skip, 0
+        for batch_index, batch in enumerate(loader, start=skip_batches):
+            # Dropout draws from a seed per (micro-batch, process): a resumed run repeats an uninterrupted one exactly,
+            # whatever else consumed random numbers, and processes do not share dropout masks.
+            micro_batch = epoch * len(train_loader) + batch_index
+            torch.manual_seed(config.seed + 7919 * (micro_batch * accelerator.num_processes + accelerator.process_index))
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
