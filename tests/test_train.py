@@ -188,3 +188,11 @@ def test_push_to_hub_uploads_base_adapter_and_card(tiny_dataset, tmp_path, monke
     assert json.loads((staged / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == "me/vip5-toy"
     card = (staged / "README.md").read_text()
     assert "vip5" in card and "me/vip5-toy" in card
+
+
+def test_example_accelerate_configs_parse():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    folder = REPO / "training" / "configs" / "accelerate"
+    kinds = {path.stem: load_config_from_file(str(path)).distributed_type for path in folder.glob("*.yaml")}
+    assert kinds == {"multi_gpu": "MULTI_GPU", "deepspeed_zero2": "DEEPSPEED"}
