@@ -25,6 +25,18 @@ def require_shared(*parts: str) -> Path:
     return path
 
 
+def assert_matches_golden(model, golden: dict[str, torch.Tensor]) -> None:
+    """The original code's outputs (shared/golden): encoder states, logits, paper loss, greedy ids."""
+    inputs = {k: golden[k] for k in ("input_ids", "attention_mask", "whole_word_ids", "category_ids")}
+    with torch.no_grad():
+        out = model(**inputs, image_features=golden["vis_feats"], labels=golden["labels"])
+    torch.testing.assert_close(out.encoder_last_hidden_state, golden["encoder_last_hidden_state"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.logits, golden["logits"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.loss, golden["loss_paper"].squeeze(), atol=1e-5, rtol=1e-5)
+    generated = model.generate(**inputs, image_features=golden["vis_feats"], max_length=6, do_sample=False)
+    assert torch.equal(generated, golden["greedy_generate"])
+
+
 def tiny_config_kwargs(**overrides) -> dict:
     """A VIP5 small enough for unit tests (d_model 32, 2+2 layers) with a real-size vocabulary."""
     kwargs = dict(

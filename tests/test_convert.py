@@ -7,7 +7,7 @@ import re
 
 import pytest
 import torch
-from conftest import require_shared, tiny_config_kwargs
+from conftest import assert_matches_golden, require_shared, tiny_config_kwargs
 from peft import PeftModel
 from safetensors.torch import load_file
 from test_modeling import OriginalAdapter, make_batch
@@ -283,11 +283,4 @@ def test_golden_original_checkpoint_converts_and_reproduces_the_original(tmp_pat
     assert model.peft_config["default"].reduction_factor == spec["vip5"]["reduction_factor"]
     assert model.config.num_image_tokens == spec["vip5"]["n_vis_tokens"]
 
-    inputs = {k: golden[k] for k in ("input_ids", "attention_mask", "whole_word_ids", "category_ids")}
-    with torch.no_grad():
-        out = model(**inputs, image_features=golden["vis_feats"], labels=golden["labels"])
-    torch.testing.assert_close(out.encoder_last_hidden_state, golden["encoder_last_hidden_state"], atol=1e-5, rtol=0)
-    torch.testing.assert_close(out.logits, golden["logits"], atol=1e-5, rtol=0)
-    torch.testing.assert_close(out.loss, golden["loss_paper"].squeeze(), atol=1e-5, rtol=1e-5)
-    generated = model.generate(**inputs, image_features=golden["vis_feats"], max_length=6, do_sample=False)
-    assert torch.equal(generated, golden["greedy_generate"])
+    assert_matches_golden(model, golden)
