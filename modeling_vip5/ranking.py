@@ -36,16 +36,19 @@ class ItemTrie:
         self.eos_token_id = eos_token_id
         self.root: dict = {}
         self._items: dict[tuple[int, ...], int] = {}
+        self._tokens: dict[int, tuple[int, ...]] = {}
+        self._counts: dict[tuple[int, ...], int] = {}  # items below each prefix
         for item, tokens in sequences.items():
             tokens = tuple(tokens)
             if not tokens or tokens[-1] != eos_token_id:
                 raise ValueError(f"token sequence of item {item} must end with </s> ({eos_token_id}), got {list(tokens)}")
             if tokens in self._items:
                 raise ValueError(f"items {self._items[tokens]} and {item} have the same tokens {list(tokens)}")
-            self._items[tokens] = item
+            self._items[tokens], self._tokens[item] = item, tokens
             node = self.root
-            for token in tokens:
+            for depth, token in enumerate(tokens, start=1):
                 node = node.setdefault(token, {})
+                self._counts[tokens[:depth]] = self._counts.get(tokens[:depth], 0) + 1
 
     @classmethod
     def from_tokenizer(cls, tokenizer, item_ids: Iterable[int]) -> ItemTrie:
@@ -61,29 +64,38 @@ class ItemTrie:
             tokens = tokens[: tokens.index(self.eos_token_id) + 1]
         return self._items.get(tuple(tokens))
 
-    def allowed_tokens(self, prefix: Sequence[int], excluded: set[int] | frozenset[int] = frozenset()) -> list[int]:
-        """Tokens that keep `prefix` on the way to a valid (and not excluded) item."""
-        node = self.root
+    def excluded_counts(self, excluded: Iterable[int]) -> dict[tuple[int, ...], int]:
+        """How many of the `excluded` items lie below each prefix (items not in the trie are ignored)."""
+        counts: dict[tuple[int, ...], int] = {}
+        for item in excluded:
+            tokens = self._tokens.get(int(item), ())
+            for depth in range(1, len(tokens) + 1):
+                counts[tokens[:depth]] = counts.get(tokens[:depth], 0) + 1
+        return counts
+
+    def allowed_tokens(self, prefix: Sequence[int], excluded: dict[tuple[int, ...], int] | None = None) -> list[int]:
+        """Tokens that keep `prefix` on the way to a valid item that is not excluded (`excluded_counts(...)`), so
+        beams never enter a branch that holds excluded items only."""
+        node, prefix = self.root, tuple(int(t) for t in prefix)
         for token in prefix:
-            node = node.get(int(token))
+            node = node.get(token)
             if node is None:
                 return []
-        allowed = list(node)
-        if excluded and self.eos_token_id in node:
-            if self._items[tuple(int(t) for t in prefix) + (self.eos_token_id,)] in excluded:
-                allowed.remove(self.eos_token_id)
-        return allowed
+        if not excluded:
+            return list(node)
+        return [t for t in node if self._counts[prefix + (t,)] > excluded.get(prefix + (t,), 0)]
 
     def prefix_allowed_tokens_fn(
-        self, excluded: Sequence[set[int]] | None = None, pad_token_id: int = 0
+        self, excluded: Sequence[Iterable[int]] | None = None, pad_token_id: int = 0
     ) -> Callable[[int, torch.Tensor], list[int]]:
         """For `generate(prefix_allowed_tokens_fn=...)`; `excluded[b]` are item ids example b must not get."""
+        excluded_by_example = [self.excluded_counts(e) for e in excluded] if excluded is not None else None
 
         def allowed(batch_id: int, sent: torch.Tensor) -> list[int]:
             prefix = sent[1:].tolist()  # drop the decoder start token
             if self.eos_token_id in prefix:  # a finished beam is padded
                 return [pad_token_id]
-            return self.allowed_tokens(prefix, excluded[batch_id] if excluded is not None else frozenset())
+            return self.allowed_tokens(prefix, excluded_by_example[batch_id] if excluded_by_example else None)
 
         return allowed
 

@@ -15,7 +15,9 @@ def test_trie_allows_only_paths_to_valid_items():
     trie = ItemTrie(ITEMS)
     assert sorted(trie.allowed_tokens([])) == [17, 18, 19]
     assert sorted(trie.allowed_tokens([17])) == [1, 40]
-    assert trie.allowed_tokens([17], excluded={101}) == [40]
+    assert trie.allowed_tokens([17], excluded=trie.excluded_counts({101})) == [40]
+    assert sorted(trie.allowed_tokens([], excluded=trie.excluded_counts({104}))) == [17, 18]  # 19 leads to 104 only
+    assert sorted(trie.allowed_tokens([18], excluded=trie.excluded_counts({103, 999}))) == [42]
     assert trie.allowed_tokens([20]) == []
     assert trie.item([17, 40, 1, 0, 0]) == 102 and trie.item([17, 40]) is None
 

@@ -47,6 +47,18 @@ class Collator:
                               max_target_length=self.config.max_target_length, return_tensors="pt")
 
 
+def attach_item_features(processor: VIP5Processor, items, dataset: str, domain: str, encoder: str, **hub_kwargs) -> None:
+    """Give the processor the item-feature table (one `[num_items + 1, dim]` array, memory-mapped from the dataset)
+    and the photo mask of the `items` config."""
+    features = load_item_features(dataset, encoder, domain=domain, **hub_kwargs)
+    if int(max(items["item_id"])) >= len(features):
+        raise ValueError(f"{dataset}: the {encoder} feature table has {len(features)} rows but item ids go up to "
+                         f"{max(items['item_id'])}; rebuild the features (`vip5-data extract-features`)")
+    has_image = np.zeros(len(features), dtype=bool)
+    has_image[np.asarray(items["item_id"])] = np.asarray(items["has_image"])
+    processor.feature_extractor.set_item_features(features, has_image)
+
+
 def load_data(config: TrainConfig, processor: VIP5Processor) -> tuple[TrainingExamples, list[Example]]:
     """Training examples of the task mix and a fixed validation sample; item features go into the processor."""
     sequential = load_config(config.dataset, config.domain, "sequential")
@@ -58,13 +70,7 @@ def load_data(config: TrainConfig, processor: VIP5Processor) -> tuple[TrainingEx
         sequential = sequential.filter(lambda row: row["user_id"] in keep)
         if explanation is not None:
             explanation = explanation.filter(lambda row: row["user_id"] in keep)
-    features = load_item_features(config.dataset, config.image_encoder, domain=config.domain)  # memory-mapped
-    if int(max(items["item_id"])) >= len(features):
-        raise ValueError(f"{config.dataset}: the {config.image_encoder} feature table has {len(features)} rows but item "
-                         f"ids go up to {max(items['item_id'])}; rebuild the features (`vip5-data extract-features`)")
-    has_image = np.zeros(len(features), dtype=bool)
-    has_image[np.asarray(items["item_id"])] = np.asarray(items["has_image"])
-    processor.feature_extractor.set_item_features(features, has_image)
+    attach_item_features(processor, items, config.dataset, config.domain, config.image_encoder)
 
     tables = DomainTables.from_datasets(sequential, users, items)
     seen = {task: [t.id for t in processor.templates.values() if t.task == task and t.seen] for task in config.tasks}
