@@ -19,6 +19,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from peft import LoraConfig, PeftModel, get_peft_model
+from tqdm.auto import tqdm
 from transformers import AutoConfig, get_linear_schedule_with_warmup
 
 from data_builders.loading import load_config, load_item_features
@@ -209,6 +210,8 @@ def train(config: TrainConfig) -> TrainingResult:
 
     model.train()
     window_start, window_examples = time.perf_counter(), 0
+    progress = tqdm(total=total_steps, initial=step, desc="training", unit="step",
+                    disable=not accelerator.is_local_main_process)
     for epoch in range(start_epoch, config.epochs):
         train_examples.set_epoch(epoch)
         train_loader.set_epoch(epoch)
@@ -231,9 +234,11 @@ def train(config: TrainConfig) -> TrainingResult:
             if not accelerator.sync_gradients:
                 continue
             step += 1
+            progress.update(1)
             if step % config.log_every == 0:
                 elapsed = time.perf_counter() - window_start
                 per_process = accelerator.gather(loss.detach().reshape(1)).tolist()
+                progress.set_postfix(loss=f"{sum(per_process) / len(per_process):.4f}")
                 accelerator.log({"loss": sum(per_process) / len(per_process), "loss_per_process": per_process,
                                  "learning_rate": scheduler.get_last_lr()[0], "epoch": epoch,
                                  "examples_per_second": window_examples / elapsed}, step=step)
@@ -251,6 +256,7 @@ def train(config: TrainConfig) -> TrainingResult:
         if step >= total_steps:
             break
 
+    progress.close()
     accelerator.wait_for_everyone()
     final = output / ("adapter" if isinstance(accelerator.unwrap_model(model), PeftModel) else "model")
     accelerator.unwrap_model(model).save_pretrained(final, is_main_process=accelerator.is_main_process,
