@@ -200,3 +200,19 @@ def test_example_accelerate_configs_parse():
     folder = REPO / "training" / "configs" / "accelerate"
     kinds = {path.stem: load_config_from_file(str(path)).distributed_type for path in folder.glob("*.yaml")}
     assert kinds == {"multi_gpu": "MULTI_GPU", "deepspeed_zero2": "DEEPSPEED"}
+
+
+def test_training_starts_from_a_plain_t5_checkpoint(tiny_dataset, tmp_path):
+    """A T5 folder (like t5-small: 28 padding rows beyond the tokenizer) fills the backbone; VIP5 parts start fresh."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    tokens = len(VIP5Processor.from_pretrained(tiny_dataset["processor"]).tokenizer)
+    t5 = T5ForConditionalGeneration(T5Config(vocab_size=tokens + 28, **{k: v for k, v in TINY_MODEL.items()}))
+    t5.save_pretrained(tmp_path / "t5")
+    result = train(load_config(flags(tiny_dataset, tmp_path / "run", model=tmp_path / "t5", epochs=1)))
+    base = VIP5ForConditionalGeneration.from_pretrained(tmp_path / "run" / "base-model")
+    assert base.config.vocab_size == tokens and base.config.model_type == "vip5"
+    torch.testing.assert_close(base.shared.weight, t5.shared.weight[:tokens])
+    torch.testing.assert_close(base.encoder.block[1].layer[1].DenseReluDense.wi.weight,
+                               t5.encoder.block[1].layer[1].DenseReluDense.wi.weight)
+    assert (result.folder / "adapter_model.safetensors").exists()

@@ -105,16 +105,21 @@ def build_base_model(config: TrainConfig, processor: VIP5Processor) -> tuple[VIP
     fe = processor.feature_extractor
     vip5_fields = dict(image_feature_dim=fe.feature_dim, num_image_tokens=fe.num_image_tokens,
                        image_token_id=processor.image_token_id, loss_normalization=config.loss_normalization)
+    is_vip5 = bool(config.model) and AutoConfig.from_pretrained(config.model).model_type == "vip5"
     if not config.model:
         model = VIP5ForConditionalGeneration(VIP5Config(**{"vocab_size": len(processor.tokenizer),
                                                            **config.model_config, **vip5_fields}))
-    elif AutoConfig.from_pretrained(config.model).model_type == "vip5":
+    elif is_vip5:
         model = VIP5ForConditionalGeneration.from_pretrained(config.model, loss_normalization=config.loss_normalization)
     else:  # a plain T5 checkpoint fills the backbone; the VIP5 additions start as the original initialises them
-        model = VIP5ForConditionalGeneration.from_pretrained(config.model, **vip5_fields)
-        model.resize_token_embeddings(len(processor.tokenizer))
+        t5_fields = {k: v for k, v in VIP5Config.get_config_dict(config.model)[0].items() if k != "model_type"}
+        vip5_config = VIP5Config(**{**t5_fields, **vip5_fields, "vocab_size": max(t5_fields["vocab_size"],
+                                                                                  processor.image_token_id + 1)})
+        model = VIP5ForConditionalGeneration.from_pretrained(config.model, config=vip5_config)
+        model.resize_token_embeddings(len(processor.tokenizer))  # t5-small ships 28 unused rows (spec §1.1)
+        model.config.vocab_size = len(processor.tokenizer)
     processor.check_model_config(model.config)
-    return model, not config.model or model.config.model_type != "vip5"
+    return model, not is_vip5
 
 
 def apply_tuning_method(model: VIP5ForConditionalGeneration, config: TrainConfig) -> torch.nn.Module:
@@ -184,7 +189,7 @@ def train(config: TrainConfig) -> TrainingResult:
     base_source = str(output / "base-model") if new_base else config.model
     if new_base and config.method != "full" and accelerator.is_main_process:
         base.save_pretrained(base_source)
-    base.name_or_path = base_source  # recorded by PEFT as the adapter's base model
+    base.name_or_path = base.config._name_or_path = base_source  # PEFT records it as the adapter's base model
     model = apply_tuning_method(base, config)
     collate = Collator(processor, config)
     train_loader = torch.utils.data.DataLoader(train_examples, batch_size=config.per_device_batch_size, shuffle=True,
