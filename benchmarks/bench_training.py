@@ -57,18 +57,20 @@ PAPER = {"trainable": 0.0358, "time": 0.79, "memory": 0.81}  # VIP5 Table 5 (Toy
 PROMPT_WORDS = 12  # "Given the following purchase history of user_15 :" and the like
 QUESTION_WORDS = 10  # "predict next possible item to be purchased by the user ?"
 EOS, COMMA = 1, 6
-# Speed levers of the training path: (label, method, overrides of the measurement, environment). Each is compared, in
-# its round, with the default fp32 measurement of the same method and input length (`"length": None` = the longest
-# throughput length). Threads: the default of 2 OpenMP threads busy-waits at every barrier, which is ruinous when
-# other jobs hold the cores. Attention-probability dropout: with it, T5's SDPA call falls back to the math kernel that
-# keeps [batch, heads, L, L] tensors for backward; without it the CPU flash kernel runs.
+# Speed levers of the training path: (label, method, dtype, overrides of the measurement, environment). Each is
+# compared, in its round, with the default measurement of the same method, dtype and input length (`"length": None` =
+# the longest throughput length). Threads: OpenMP threads busy-wait at every barrier by default, which is ruinous when
+# other jobs hold the cores. Attention-probability dropout: with it, T5's SDPA call falls back to the math kernel, which
+# keeps [batch, heads, L, L] tensors for backward and runs in fp32 even under bf16 autocast; without it, the CPU flash
+# kernel runs.
 LEVERS = [
-    ("2 threads", "adapter", {"threads": 2}, {}),
-    ("2 threads, OMP_WAIT_POLICY=PASSIVE", "adapter", {"threads": 2}, {"OMP_WAIT_POLICY": "PASSIVE"}),
-    ("attention-probability dropout off", "adapter", {"attention_dropout": 0.0}, {}),
-    ("attention-probability dropout off", "adapter", {"attention_dropout": 0.0, "length": None}, {}),
-    ("all dropout off (dropout_rate=0)", "adapter", {"model_config": {"dropout_rate": 0.0}}, {}),
-    ("AdamW(fused=True)", "full", {"optimizer": {"fused": True}}, {}),
+    ("2 threads", "adapter", "fp32", {"threads": 2}, {}),
+    ("2 threads, OMP_WAIT_POLICY=PASSIVE", "adapter", "fp32", {"threads": 2}, {"OMP_WAIT_POLICY": "PASSIVE"}),
+    ("attention-probability dropout off", "adapter", "fp32", {"attention_dropout": 0.0}, {}),
+    ("attention-probability dropout off", "adapter", "fp32", {"attention_dropout": 0.0, "length": None}, {}),
+    ("attention-probability dropout off", "adapter", "bf16", {"attention_dropout": 0.0, "length": None}, {}),
+    ("all dropout off (dropout_rate=0)", "adapter", "fp32", {"model_config": {"dropout_rate": 0.0}}, {}),
+    ("AdamW(fused=True)", "full", "fp32", {"optimizer": {"fused": True}}, {}),
 ]
 
 
@@ -124,31 +126,38 @@ def train_worker(method: str, dtype: str, batch_size: int, length: int, target_l
                               eps=train_config.adam_epsilon, **(optimizer or {}))
     batch = synthetic_batch(config, batch_size, length, target_length, torch.Generator().manual_seed(0))
 
-    def step(forward_counter: contextlib.AbstractContextManager, backward_counter: contextlib.AbstractContextManager):
+    def step(forward_counter: contextlib.AbstractContextManager,
+             backward_counter: contextlib.AbstractContextManager) -> list[tuple[float, float]]:
+        """(wall, CPU) clock readings at the start, after forward, after backward and after the optimizer step."""
+        clocks = [(time.perf_counter(), time.process_time())]
         with forward_counter, torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
             loss = model(**batch).loss
+        clocks.append((time.perf_counter(), time.process_time()))
         with backward_counter:
             loss.backward()
+        clocks.append((time.perf_counter(), time.process_time()))
         torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.max_grad_norm)
         adamw.step()
         adamw.zero_grad()
+        clocks.append((time.perf_counter(), time.process_time()))
+        return clocks
 
     counters = FlopCounterMode(display=False), FlopCounterMode(display=False)
     step(*counters)
     for _ in range(warmup - 1):
         step(contextlib.nullcontext(), contextlib.nullcontext())
-    times, cpu_times = [], []
-    for _ in range(steps):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        step(contextlib.nullcontext(), contextlib.nullcontext())
-        times.append(time.perf_counter() - start)
-        cpu_times.append(time.process_time() - cpu_start)
+    timed = [step(contextlib.nullcontext(), contextlib.nullcontext()) for _ in range(steps)]
+
+    def seconds(first: int, last: int, clock: int = 0) -> float:
+        return statistics.median(clocks[last][clock] - clocks[first][clock] for clocks in timed)
+
     return dict(
         trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
         # PEFT keeps a frozen original of each module trained alongside the adapters; the paper counts one copy
         total_params=sum(p.numel() for n, p in model.named_parameters() if "original_module" not in n),
         forward_flops=counters[0].get_total_flops(), backward_flops=counters[1].get_total_flops(),
-        step_time=statistics.median(times), cpu_time=statistics.median(cpu_times), memory_mb=peak_rss_mb() - baseline,
+        step_time=seconds(0, 3), cpu_time=seconds(0, 3, clock=1), forward_time=seconds(0, 1),
+        backward_time=seconds(1, 2), optimizer_time=seconds(2, 3), memory_mb=peak_rss_mb() - baseline,
     )
 
 
@@ -213,10 +222,10 @@ def run_rounds(args: argparse.Namespace) -> list[dict]:
                 record(r, "throughput", f"adapter {dtype} L={length}",
                        **train_spec(args, "adapter", dtype, length, args.throughput_steps))
         if args.levers:
-            for label, method, overrides, env in LEVERS:
-                spec = {**train_spec(args, method, "fp32", args.length, args.lever_steps), **overrides}
+            for label, method, dtype, overrides, env in LEVERS:
+                spec = {**train_spec(args, method, dtype, args.length, args.lever_steps), **overrides}
                 spec["length"] = spec["length"] or max(args.lengths)
-                record(r, "levers", f"{method} fp32 L={spec['length']} {label}", env=env, **spec)
+                record(r, "levers", f"{method} {dtype} L={spec['length']} {label}", env=env, **spec)
     return rows
 
 
@@ -237,6 +246,9 @@ def report(args: argparse.Namespace, rows: list[dict]) -> None:
 
     def times(measured: list[dict]) -> str:
         return f"{median_of(measured, 'step_time'):6.2f} s (CPU {median_of(measured, 'cpu_time'):5.2f} s)"
+
+    def phases(measured: list[dict]) -> str:
+        return "/".join(f"{median_of(measured, f'{phase}_time'):.2f}" for phase in ("forward", "backward", "optimizer"))
 
     def ratios(numerators: list[dict], denominators: list[dict]) -> str:
         return (f"time {ratio_of(numerators, denominators, 'step_time'):.2f}x (CPU "
@@ -266,9 +278,9 @@ def report(args: argparse.Namespace, rows: list[dict]) -> None:
         print(f"  {dtype}: adapter {times(a)} +{median_of(a, 'memory_mb'):5.0f} MB, full {times(f)} "
               f"+{median_of(f, 'memory_mb'):5.0f} MB; {ratios(a, f)}")
         for method, measured in zip(METHODS, (a, f), strict=True):
-            print(f"  {dtype} {method:7s} {flops(measured) / 1e9:6.1f} GFLOP/step (forward "
-                  f"{measured[0]['forward_flops'] / 1e9:.1f}, backward {measured[0]['backward_flops'] / 1e9:.1f}), "
-                  f"{mfu(measured, dtype)}")
+            print(f"  {dtype} {method:7s} forward/backward/optimizer {phases(measured)} s; {flops(measured) / 1e9:5.1f} "
+                  f"GFLOP/step (forward {measured[0]['forward_flops'] / 1e9:.1f}, backward "
+                  f"{measured[0]['backward_flops'] / 1e9:.1f}), {mfu(measured, dtype)}")
     for method in METHODS:
         fp32, bf16 = (select("comparison", method=method, dtype=dtype) for dtype in DTYPES)
         print(f"  bf16 autocast over fp32, {method}: {ratios(bf16, fp32)}")
@@ -283,12 +295,13 @@ def report(args: argparse.Namespace, rows: list[dict]) -> None:
                          f"+{median_of(measured, 'memory_mb'):.0f} MB")
         print(f"  L={length:4d}  " + "   ".join(cells))
     if args.levers:
-        print("levers, fp32, against the default of the same method and input length:")
+        print("levers, against the default of the same method, dtype and input length:")
         for label in dict.fromkeys(row["label"] for row in select("levers")):
             measured = select("levers", label=label)
-            default = [row for row in rows if row["section"] in ("comparison", "throughput") and row["dtype"] == "fp32"
-                       and row["method"] == measured[0]["method"] and row["length"] == measured[0]["length"]]
-            print(f"  {label:58s} {times(measured)} vs {times(default)}; {ratios(measured, default)}")
+            default = [row for row in rows if row["section"] in ("comparison", "throughput")
+                       and all(row[key] == measured[0][key] for key in ("method", "dtype", "length"))]
+            print(f"  {label:58s} {times(measured)} vs {times(default)}; {ratios(measured, default)}; "
+                  f"forward/backward/optimizer {phases(measured)} vs {phases(default)} s")
 
 
 def main() -> None:

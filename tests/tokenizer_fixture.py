@@ -1,8 +1,9 @@
 """A small T5-layout tokenizer for tests: t5-small cannot be downloaded here, so train SentencePiece on rendered prompts.
 
-`build_t5_tokenizer` trains a unigram model (pad 0 / eos 1 / unk 2, no bos, as T5) and wraps it with the 100
-`<extra_id_*>` tokens, so `<extra_id_0>` is the last id (2099 for 2000 pieces), not 32099: tests must ask the tokenizer.
-The raw `spiece.model` stays in the tokenizer's folder (`Path(tokenizer.name_or_path) / "spiece.model"`).
+`build_t5_tokenizer` trains the package's offline tokenizer (`training.offline_tokenizer`: unigram, pad 0 / eos 1 /
+unk 2, no bos, as T5, plus the 100 `<extra_id_*>` tokens) on random prompts, so `<extra_id_0>` is the last id (2099
+for 2000 pieces), not 32099: tests must ask the tokenizer. The raw `spiece.model` stays in the tokenizer's folder
+(`Path(tokenizer.name_or_path) / "spiece.model"`).
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import random
 from pathlib import Path
 
 import pytest
-import sentencepiece as spm
 from transformers import T5Tokenizer
 
-from modeling_vip5.prompts import IMAGE_TOKEN, load_templates, render_prompt
+from modeling_vip5.prompts import load_templates, render_prompt
+from training.offline_tokenizer import corpus_lines, train_t5_tokenizer
 
 WORDS = (
     "soft smooth fresh light gentle lovely great nice strong mild sweet floral clean dry oily long lasting cheap "
@@ -70,31 +71,10 @@ def prompt_corpus(count: int, seed: int) -> list:
 
 
 def build_t5_tokenizer(tmp_dir: Path, vocab_size: int = 2000) -> T5Tokenizer:
-    """Train SentencePiece on rendered prompts (placeholders removed, as they are added tokens) and wrap it as T5."""
-    tmp_dir = Path(tmp_dir)
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for prompt in prompt_corpus(3000, seed=0):
-        lines += [prompt.source.replace(IMAGE_TOKEN, " "), prompt.target]
-    corpus = tmp_dir / "corpus.txt"
-    corpus.write_text("\n".join(line.replace("\n", " ") for line in lines), encoding="utf-8")
-    model_dir = tmp_dir / "spm"
-    model_dir.mkdir(exist_ok=True)
-    spm.SentencePieceTrainer.train(
-        input=str(corpus),
-        model_prefix=str(model_dir / "spiece"),
-        vocab_size=vocab_size,
-        model_type="unigram",
-        pad_id=0,
-        eos_id=1,
-        unk_id=2,
-        bos_id=-1,
-        character_coverage=1.0,
-        hard_vocab_limit=False,
-        minloglevel=2,
-        num_threads=1,
-    )
-    return T5Tokenizer.from_pretrained(str(model_dir), extra_ids=100)
+    """Train SentencePiece on rendered prompts (placeholders removed, as they are added tokens) and wrap it as T5.
+
+    Words keep their order: the tests were written against the vocabulary this corpus gives as it is."""
+    return train_t5_tokenizer(corpus_lines(prompt_corpus(3000, seed=0)), tmp_dir, vocab_size, shuffle_words=False)
 
 
 @pytest.fixture(scope="session")

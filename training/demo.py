@@ -1,8 +1,13 @@
-"""The README's main job until training and evaluation land: build a small VIP5, save it, reload it, generate.
+"""`vip5-demo`: the main job in one command, from the embedded data to a trained, evaluated, documented VIP5 adapter.
 
-Needs no network: the model is randomly initialised (a t5-small-shaped model is one flag away) and the item images are
-stand-in CLIP features, so the generated ids are meaningless; what it shows is the whole save / load / generate path
-with image tokens.
+    vip5-demo --output vip5-demo-output                   # offline, CPU: the embedded Beauty sample, two stages
+    vip5-demo --model t5-small --clip-pretrained openai --images photos --input data/beauty --stage1-steps 0 \\
+        --stage2-steps 20000 --eval-users 0               # with network and a GPU: the released recipe, full domain
+
+Steps (each printed with a banner and timed; `report.md` lists the equivalent commands): P5 source folder -> item
+images -> CLIP features -> datasets -> processor -> stage 1 (text-only backbone, full training) -> stage 2 (VIP5
+adapters with image tokens) -> evaluation of all three task families after each stage -> model cards, training curves,
+results tables and a report of what each stage contributed. See `training/pipeline.py`.
 """
 
 from __future__ import annotations
@@ -10,50 +15,57 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
-import torch
-
-from modeling_vip5 import VIP5Config, VIP5ForConditionalGeneration
-
-
-def build_config(size: str) -> VIP5Config:
-    if size == "t5-small":
-        return VIP5Config()
-    return VIP5Config(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4)
+from .pipeline import IMAGE_SOURCES, DemoConfig, run_pipeline
 
 
-def run(argv: list[str] | None = None) -> dict:
-    """Run the demo; returns the summary written to `demo.json`."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, default=Path("vip5-demo-output"), help="folder for the saved model")
-    parser.add_argument("--size", choices=["tiny", "t5-small"], default="tiny", help="model geometry")
-    parser.add_argument("--seed", type=int, default=2022)
-    args = parser.parse_args(argv)
+def parse_args(argv: list[str] | None = None) -> DemoConfig:
+    defaults = DemoConfig()
+    parser = argparse.ArgumentParser(prog="vip5-demo", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    data = parser.add_argument_group("data")
+    data.add_argument("--output", type=Path, default=defaults.output, help="output folder (default: %(default)s)")
+    data.add_argument("--input", type=Path, help="P5-format domain folder (default: the embedded Beauty sample)")
+    data.add_argument("--domain", default=defaults.domain, help="domain name (default: %(default)s)")
+    data.add_argument("--users", type=int, default=defaults.users, help="first N users of the source only (0 = all)")
+    data.add_argument("--images", choices=IMAGE_SOURCES, default=defaults.images,
+                      help="synthetic images drawn from the ids (default), the items' photos (--image-dir or their "
+                           "URLs), or the features already in <input>/features")
+    data.add_argument("--image-dir", type=Path, help="with --images photos: photos named <asin>.<jpg|png|...>")
+    data.add_argument("--clip-pretrained", default=defaults.clip_pretrained,
+                      help="open_clip weights, e.g. openai (default: randomly initialised CLIP, offline)")
+    data.add_argument("--encoder", default=defaults.encoder, help="CLIP image encoder (default: %(default)s)")
+    data.add_argument("--indexing", default=defaults.indexing, help="item ids: random | sequential_train_first | paper")
+    model = parser.add_argument_group("model and training")
+    model.add_argument("--model", default=defaults.model,
+                       help="pretrained T5 / VIP5 checkpoint, e.g. t5-small (default: a small backbone from scratch)")
+    model.add_argument("--backbone", type=json.loads, default=defaults.backbone,
+                       help=f"geometry of the fresh backbone as JSON (default: {json.dumps(defaults.backbone)})")
+    model.add_argument("--vocab-size", type=int, default=defaults.vocab_size, help="offline tokenizer size")
+    model.add_argument("--num-image-tokens", type=int, default=defaults.num_image_tokens, help="k per item")
+    model.add_argument("--stage1-steps", type=int, default=defaults.stage1_steps, help="0 skips stage 1")
+    model.add_argument("--stage2-steps", type=int, default=defaults.stage2_steps)
+    model.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    model.add_argument("--stage1-learning-rate", type=float, default=defaults.stage1_learning_rate)
+    model.add_argument("--stage2-learning-rate", type=float, default=defaults.stage2_learning_rate)
+    model.add_argument("--max-input-length", type=int, default=defaults.max_input_length,
+                       help="prompt tokens; longer histories lose their oldest items")
+    evaluation = parser.add_argument_group("evaluation")
+    evaluation.add_argument("--eval-users", type=int, default=defaults.eval_users,
+                            help="test users per template (0 = all)")
+    evaluation.add_argument("--eval-batch-size", type=int, default=defaults.eval_batch_size)
+    evaluation.add_argument("--model-id", default=defaults.model_id, help="name the model cards use")
+    parser.add_argument("--threads", type=int, default=defaults.threads,
+                        help="torch threads (default 0: the cores idle at the start)")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    return DemoConfig(**vars(parser.parse_args(argv)))
 
-    torch.manual_seed(args.seed)
-    config = build_config(args.size)
-    model = VIP5ForConditionalGeneration(config).eval()
-    args.output.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(args.output / "model")
-    reloaded = VIP5ForConditionalGeneration.from_pretrained(args.output / "model").eval()
-    print(f"saved and reloaded {sum(p.numel() for p in reloaded.parameters()):,} parameters in {args.output / 'model'}")
 
-    # a history of three photographed items: "<id> <img>×k ," … then </s>
-    k, img = config.num_image_tokens, config.image_token_id
-    ids = [100, 200] + sum(([300 + i] + [img] * k + [6] for i in range(3)), []) + [1]
-    inputs = dict(
-        input_ids=torch.tensor([ids]),
-        attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-        image_features=torch.randn(1, 3, config.image_feature_dim),
-    )
-    generated = reloaded.generate(**inputs, num_beams=4, num_return_sequences=2, max_new_tokens=6)
-    original = model.generate(**inputs, num_beams=4, num_return_sequences=2, max_new_tokens=6)
-    if not torch.equal(generated, original):
-        raise SystemExit("the reloaded model generated differently from the saved one")
-    summary = {"model": str(args.output / "model"), "generated_ids": generated.tolist()}
-    (args.output / "demo.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary))
-    return summary
+def run(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the main job; returns the summary written to `<output>/results.json`."""
+    return run_pipeline(parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> None:
