@@ -76,7 +76,7 @@ def main() -> None:
     processor.feature_extractor.set_item_features(rng.normal(size=(CATALOGUE + 1, 512)).astype(np.float32))
     model = VIP5ForConditionalGeneration(VIP5Config(image_token_id=processor.image_token_id)).eval()
     config = EvaluateConfig(model="benchmark", dataset="synthetic", batch_size=args.batch_size)
-    collate = Collator(processor, config)
+    collate = Collator(processor, config.max_input_length, config.truncation, config.max_target_length)
     runner = ProtocolRunner(model, processor, config, range(1, CATALOGUE + 1))
     examples = direct_examples(args.examples, 100, rng)
     batches = [{k: v for k, v in collate(examples[i : i + args.batch_size]).items() if k in ENCODER_INPUTS}

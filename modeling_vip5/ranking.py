@@ -154,32 +154,42 @@ def valid_share(parsed: Sequence[ParsedOutputs]) -> float:
 
 def generate_ranked_items(
     model, inputs: Mapping[str, torch.Tensor], trie: ItemTrie | None = None, tokenizer=None, num_beams: int = 20,
-    num_return_sequences: int | None = None, excluded: Sequence[set[int]] | None = None, max_new_tokens: int = 16,
-    valid_ids: Collection[int] | None = None, **generate_kwargs,
+    num_return_sequences: int | None = None, excluded: Sequence[set[int]] | None = None,
+    max_new_tokens: int | None = 16, valid_ids: Collection[int] | Sequence[Collection[int]] | None = None,
+    **generate_kwargs,
 ) -> list[ParsedOutputs]:
     """Beam search returning, per example, the item ids it produced, best first (`.ranking`), with output counts.
 
     With `trie`, decoding is constrained to valid items (the spec §8.3 fix) and every output is valid. Without it (the
-    paper's protocol) beams are decoded with `tokenizer` and parsed by `parse_outputs` against `valid_ids`.
+    paper's protocol) beams are decoded with `tokenizer` and parsed by `parse_outputs` against `valid_ids`: one
+    collection for every example (the catalogue), or a list with one per example (each prompt's candidates).
+    `max_new_tokens=None` leaves the length to `generate_kwargs` (e.g. the paper's `max_length=50`).
     """
     if trie is None and tokenizer is None:
         raise ValueError("pass `trie` for constrained decoding or `tokenizer` to parse free beams")
     num_return_sequences = num_return_sequences or num_beams
     if trie is not None:
         generate_kwargs["prefix_allowed_tokens_fn"] = trie.prefix_allowed_tokens_fn(excluded)
+    if max_new_tokens is not None:
+        generate_kwargs["max_new_tokens"] = max_new_tokens
     sequences = model.generate(
         **{k: v for k, v in inputs.items() if k in ENCODER_INPUTS}, num_beams=num_beams,
-        num_return_sequences=num_return_sequences, max_new_tokens=max_new_tokens, **generate_kwargs,
+        num_return_sequences=num_return_sequences, **generate_kwargs,
     )
+    num_examples = sequences.shape[0] // num_return_sequences
+    per_example = isinstance(valid_ids, Sequence) and len(valid_ids) > 0 and isinstance(valid_ids[0], Collection)
+    if per_example and len(valid_ids) != num_examples:
+        raise ValueError(f"valid_ids: {len(valid_ids)} collections for {num_examples} examples")
     results = []
-    for b in range(sequences.shape[0] // num_return_sequences):
+    for b in range(num_examples):
         beams = sequences[b * num_return_sequences : (b + 1) * num_return_sequences]
         if trie is not None:
             texts = [str(item) for seq in beams if (item := trie.item(seq[1:])) is not None]
             parsed = parse_outputs(texts)
             results.append(ParsedOutputs(parsed.ranking, num_outputs=len(beams), num_valid=len(texts)))
         else:
-            results.append(parse_outputs(tokenizer.batch_decode(beams, skip_special_tokens=True), valid_ids))
+            valid = valid_ids[b] if per_example else valid_ids
+            results.append(parse_outputs(tokenizer.batch_decode(beams, skip_special_tokens=True), valid))
     return results
 
 

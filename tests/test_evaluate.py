@@ -69,7 +69,7 @@ def _memorise_and_evaluate(root: Path, t5_tokenizer) -> dict:
     config = config_for(root)
     data = load_evaluation_data(config, processor)
     train = examples_for("sequential", "A-3", data, config) + examples_for("sequential", "A-9", data, config)
-    batch = Collator(processor, config)(train)
+    batch = Collator(processor, config.max_input_length, config.truncation, config.max_target_length)(train)
 
     torch.manual_seed(0)
     model = VIP5ForConditionalGeneration(VIP5Config(**tiny_config_kwargs(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from test_modeling import make_batch
 
@@ -57,3 +58,26 @@ def test_constrained_beams_agree_with_exact_scoring_on_the_best_item(tiny_model)
     scores = score_candidates(tiny_model, batch, [list(ITEMS.values())] * 2)
     best_scored = [list(ITEMS)[int(s.argmax())] for s in scores]
     assert best_beam == best_scored
+
+
+class FirstTokenTokenizer:
+    """Decodes a beam as its first generated token id, so every beam parses as an item id."""
+
+    def batch_decode(self, sequences, skip_special_tokens: bool = True) -> list[str]:
+        return [str(int(seq[1])) for seq in sequences]
+
+
+def test_free_beams_are_parsed_against_each_examples_own_valid_ids(tiny_model):
+    batch = make_batch(tiny_model.config)
+    vocabulary = set(range(tiny_model.config.vocab_size))
+    shared = generate_ranked_items(tiny_model, batch, tokenizer=FirstTokenTokenizer(), num_beams=4,
+                                   max_new_tokens=2, valid_ids=vocabulary)
+    assert [p.num_valid for p in shared] == [4, 4]
+    own = generate_ranked_items(tiny_model, batch, tokenizer=FirstTokenTokenizer(), num_beams=4, max_new_tokens=2,
+                                valid_ids=[vocabulary, set()])  # nothing is valid for the second prompt
+    assert own[0] == shared[0]
+    # the same beams; invalid outputs keep their rank (the paper protocol) but count as invalid
+    assert (own[1].num_outputs, own[1].num_valid, own[1].ranking) == (4, 0, shared[1].ranking)
+    with pytest.raises(ValueError, match="valid_ids: 1 collections for 2 examples"):
+        generate_ranked_items(tiny_model, batch, tokenizer=FirstTokenTokenizer(), num_beams=4, max_new_tokens=2,
+                              valid_ids=[vocabulary])

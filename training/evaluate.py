@@ -24,7 +24,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,6 @@ from modeling_vip5.ranking import (
     ParsedOutputs,
     generate_ranked_items,
     item_token_ids,
-    parse_outputs,
     rank_candidates,
     score_candidates,
 )
@@ -318,22 +317,12 @@ def _batches(examples: Sequence[Example], size: int) -> Iterator[Sequence[Exampl
         yield examples[start : start + size]
 
 
-def free_beam_outputs(model, inputs: Mapping[str, torch.Tensor], tokenizer,
-                      valid_ids: Sequence[Collection[int]]) -> list[ParsedOutputs]:
-    """The paper protocol: unconstrained 20-beam search, each example's beams parsed against its own valid ids
-    (the catalogue for sequential, the prompt's 100 candidates for direct)."""
-    sequences = model.generate(**{k: v for k, v in inputs.items() if k in ENCODER_INPUTS}, **PAPER_BEAM_SEARCH)
-    texts = tokenizer.batch_decode(sequences, skip_special_tokens=True)
-    n = PAPER_BEAM_SEARCH["num_return_sequences"]
-    return [parse_outputs(texts[b * n : (b + 1) * n], valid) for b, valid in enumerate(valid_ids)]
-
-
 class ProtocolRunner:
     """Runs each protocol over examples in batches; one per evaluation, as it holds the item trie and token ids."""
 
     def __init__(self, model, processor: VIP5Processor, config: EvaluateConfig, catalogue: Sequence[int]):
         self.model, self.processor, self.config = model, processor, config
-        self.collate = Collator(processor, config)
+        self.collate = Collator(processor, config.max_input_length, config.truncation, config.max_target_length)
         self.tokenizer = processor.tokenizer
         self.catalogue = list(catalogue)
         self.catalogue_ids = frozenset(self.catalogue)
@@ -360,12 +349,10 @@ class ProtocolRunner:
     def run(self, family: str, protocol: str, examples: Sequence[Example]) -> list:
         """Per example: a `ParsedOutputs` (ranking protocols) or the generated text (explanation)."""
         step = {
-            ("sequential", "paper"): lambda b, x: free_beam_outputs(self.model, x, self.tokenizer,
-                                                                    [self.catalogue_ids] * len(b)),
+            ("sequential", "paper"): lambda b, x: self._free_beams(x, self.catalogue_ids),
             ("sequential", "constrained"): self._constrained,
             ("sequential", "full_ranking"): self._full_ranking,
-            ("direct", "paper"): lambda b, x: free_beam_outputs(self.model, x, self.tokenizer,
-                                                                [set(e.fields["candidates"]) for e in b]),
+            ("direct", "paper"): lambda b, x: self._free_beams(x, [set(e.fields["candidates"]) for e in b]),
             ("direct", "scoring"): self._scoring,
             ("explanation", "paper"): lambda b, x: self._explain(x, PAPER_EXPLANATION),
             ("explanation", "generation"): lambda b, x: self._explain(x, PAPER_EXPLANATION | self.config.generate),
@@ -376,6 +363,12 @@ class ProtocolRunner:
             inputs = {k: v.to(device) for k, v in self.collate(list(batch)).items() if k in ENCODER_INPUTS}
             outputs += step(batch, inputs)
         return outputs
+
+    def _free_beams(self, inputs, valid_ids) -> list[ParsedOutputs]:
+        """The paper protocol: unconstrained 20-beam search, beams parsed against the catalogue (sequential) or each
+        prompt's own 100 candidates (direct)."""
+        return generate_ranked_items(self.model, inputs, tokenizer=self.tokenizer, valid_ids=valid_ids,
+                                     max_new_tokens=None, **PAPER_BEAM_SEARCH)
 
     def _constrained(self, batch: Sequence[Example], inputs) -> list[ParsedOutputs]:
         depth = max(map(len, self.catalogue_tokens))

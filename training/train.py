@@ -39,13 +39,14 @@ EVAL_TEMPLATES = {"sequential": "A-1", "direct": "B-5", "explanation": "C-1"}
 class Collator:
     """Renders examples and encodes them with the processor: the one place that turns fields into tensors."""
 
-    def __init__(self, processor: VIP5Processor, config: TrainConfig):
-        self.processor, self.config = processor, config
+    def __init__(self, processor: VIP5Processor, max_input_length: int, truncation: str, max_target_length: int):
+        self.processor = processor
+        self.max_input_length, self.truncation, self.max_target_length = max_input_length, truncation, max_target_length
 
     def __call__(self, examples: list[Example]):
         prompts = [self.processor.render(e.template_id, separator=e.separator, **e.fields) for e in examples]
-        return self.processor(prompts, max_length=self.config.max_input_length, truncation=self.config.truncation,
-                              max_target_length=self.config.max_target_length, return_tensors="pt")
+        return self.processor(prompts, max_length=self.max_input_length, truncation=self.truncation,
+                              max_target_length=self.max_target_length, return_tensors="pt")
 
 
 def attach_item_features(processor: VIP5Processor, items, dataset: str, domain: str, encoder: str, **hub_kwargs) -> None:
@@ -191,7 +192,7 @@ def train(config: TrainConfig) -> TrainingResult:
         base.save_pretrained(base_source)
     base.name_or_path = base.config._name_or_path = base_source  # PEFT records it as the adapter's base model
     model = apply_tuning_method(base, config)
-    collate = Collator(processor, config)
+    collate = Collator(processor, config.max_input_length, config.truncation, config.max_target_length)
     train_loader = torch.utils.data.DataLoader(train_examples, batch_size=config.per_device_batch_size, shuffle=True,
                                                collate_fn=collate, num_workers=config.num_workers)
     eval_loader = torch.utils.data.DataLoader(validation, batch_size=config.per_device_batch_size, collate_fn=collate)
