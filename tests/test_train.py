@@ -42,6 +42,8 @@ def test_config_file_and_flags_and_errors(tmp_path):
     path.write_text("dataset: some/data\nlearning_rate: 0.0005\nepochs: 3\n")
     config = load_config(["--config", str(path), "--epochs", "4"])
     assert (config.dataset, config.learning_rate, config.epochs, config.reduction_factor) == ("some/data", 5e-4, 4, 8)
+    path.write_text("dataset: x\nmixed_precision: no\n")  # YAML reads the unquoted `no` as false
+    assert load_config(["--config", str(path)]).mixed_precision == "no"
     path.write_text("dataset: x\nlearning_rat: 0.1\n")
     with pytest.raises(ValueError, match=r"run.yaml: unknown keys \['learning_rat'\]"):
         load_config(["--config", str(path)])

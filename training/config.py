@@ -107,6 +107,8 @@ def load_config(argv: list[str] | None = None) -> TrainConfig:
         unknown = sorted(set(loaded) - set(fields))
         if unknown:
             raise ValueError(f"{config_file}: unknown keys {unknown}; valid keys: {sorted(fields)}")
+        if loaded.get("mixed_precision") is False:  # YAML 1.1 reads an unquoted `no` as false
+            loaded["mixed_precision"] = "no"
         values.update(loaded)
     values.update(args)
     config = TrainConfig(**values)
