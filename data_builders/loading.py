@@ -10,6 +10,7 @@ table = item_features_from_dataset(items, "vitb32")
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,16 @@ def load_config(
     dataset: str | Path, domain: str, config: str, split: str | None = None, **kwargs: Any
 ) -> datasets.DatasetDict | datasets.Dataset:
     """`datasets.load_dataset(dataset, "<domain>_<config>")` — a folder path or a Hub repo id; kwargs are passed on
-    (`cache_dir`, `revision`, `token`, ...)."""
+    (`cache_dir`, `revision`, `token`, ...).
+
+    `datasets` keys the Arrow cache of a local folder by its name and config, not its content: a folder rebuilt in
+    place (or another folder of the same name) was served the old rows. A local folder therefore gets a cache
+    directory named by the digest of its build manifest, which records the sources' SHA-256 and every build setting.
+    """
+    manifest = Path(dataset) / MANIFEST
+    if "cache_dir" not in kwargs and manifest.is_file():
+        digest = hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
+        kwargs["cache_dir"] = str(Path(datasets.config.HF_DATASETS_CACHE) / "vip5-local" / digest)
     return datasets.load_dataset(str(dataset), config_name(domain, config), split=split, **kwargs)
 
 

@@ -202,3 +202,16 @@ def test_failed_rebuild_keeps_the_previous_dataset(toys, tmp_path):
         build_domain("p5", toys.root, "toys", out, indexing="random")
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_a_folder_rebuilt_in_place_loads_its_new_rows(toys, tmp_path, monkeypatch):
+    """`datasets` caches a local folder by name and config; load_config keys the cache by the build manifest."""
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    seen = {}
+    for indexing in ("paper", "random"):
+        build_domain("p5", toys.root, "toys", out, indexing=indexing)
+        seen[indexing] = load_config(out, "toys", "sequential", split="train")["target"]
+        manifest = json.loads((out / "vip5_dataset.json").read_text())
+        assert manifest["domains"]["toys"]["indexing"]["name"] == indexing
+    assert seen["paper"] != seen["random"]  # the random re-indexing relabels the targets

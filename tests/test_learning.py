@@ -81,8 +81,7 @@ IMAGE_STEPS, SEQUENCE_STEPS = 2000, 600
 
 @pytest.fixture
 def one_thread(tmp_path, monkeypatch):
-    """One torch thread, and a private `datasets` cache: it keys a local folder by its base name and config name,
-    not its content, so a folder built elsewhere under the same name would be served from a stale cache."""
+    """One torch thread, and a private `datasets` cache (nothing written to the user's)."""
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

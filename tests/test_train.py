@@ -218,3 +218,17 @@ def test_training_starts_from_a_plain_t5_checkpoint(tiny_dataset, tmp_path):
     torch.testing.assert_close(base.encoder.block[1].layer[1].DenseReluDense.wi.weight,
                                t5.encoder.block[1].layer[1].DenseReluDense.wi.weight)
     assert (result.folder / "adapter_model.safetensors").exists()
+
+
+def test_mixed_precision_auto_follows_the_hardware(monkeypatch):
+    from training.config import resolve_mixed_precision
+
+    assert resolve_mixed_precision("") is None  # left to `accelerate launch`
+    assert resolve_mixed_precision("fp16") == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for avx512_bf16, amx, expected in ((True, False, "bf16"), (False, True, "bf16"), (False, False, "no")):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        assert resolve_mixed_precision("auto") == expected
+    with pytest.raises(ValueError, match="mixed_precision: expected one of"):
+        load_config(["--dataset", "x", "--mixed-precision", "fp8"])

@@ -14,10 +14,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 TUNING_METHODS = ("vip5_adapter", "lora", "full")
 TASKS = ("sequential", "direct", "explanation")
+MIXED_PRECISIONS = ("", "auto", "no", "bf16", "fp16")
 
 
 @dataclass
@@ -57,7 +59,7 @@ class TrainConfig:
     max_input_length: int = 1024
     max_target_length: int = 64
     truncation: str = "right"
-    mixed_precision: str = "no"
+    mixed_precision: str = ""  # "" = as `accelerate launch` sets it (else fp32) | auto | no | bf16 | fp16
     seed: int = 2022
     num_workers: int = 0
     # evaluation, checkpoints, logging
@@ -77,8 +79,8 @@ class TrainConfig:
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown or not self.tasks:
             raise ValueError(f"tasks: expected a non-empty subset of {TASKS}, got {self.tasks}")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(f"mixed_precision: expected no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.mixed_precision not in MIXED_PRECISIONS:
+            raise ValueError(f"mixed_precision: expected one of {MIXED_PRECISIONS}, got {self.mixed_precision!r}")
         if not self.dataset:
             raise ValueError("dataset: give the folder or Hub id of a dataset built by `vip5-data build`")
         for name in ("per_device_batch_size", "gradient_accumulation_steps", "max_input_length", "max_target_length"):
@@ -114,6 +116,18 @@ def load_config(argv: list[str] | None = None) -> TrainConfig:
     config = TrainConfig(**values)
     config.validate()
     return config
+
+
+def resolve_mixed_precision(setting: str) -> str | None:
+    """The `Accelerator` argument: None leaves it to `accelerate launch` (else fp32); `auto` picks bf16 autocast where
+    the hardware computes bf16 natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX: 0.46x the fp32 step time at
+    t5-small geometry in docs/benchmarks.md), fp32 elsewhere."""
+    if setting != "auto":
+        return setting or None
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    native = (getattr(torch.cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return "bf16" if any(native) else "no"
 
 
 def _default(f: dataclasses.Field) -> Any:

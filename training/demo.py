@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .config import MIXED_PRECISIONS
 from .pipeline import IMAGE_SOURCES, DemoConfig, run_pipeline
 
 
@@ -50,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> DemoConfig:
     model.add_argument("--batch-size", type=int, default=defaults.batch_size)
     model.add_argument("--stage1-learning-rate", type=float, default=defaults.stage1_learning_rate)
     model.add_argument("--stage2-learning-rate", type=float, default=defaults.stage2_learning_rate)
+    model.add_argument("--mixed-precision", default=defaults.mixed_precision, choices=MIXED_PRECISIONS,
+                       help="training precision; auto = bf16 autocast where the hardware computes bf16 natively")
     model.add_argument("--max-input-length", type=int, default=defaults.max_input_length,
                        help="prompt tokens; longer histories lose their oldest items")
     evaluation = parser.add_argument_group("evaluation")

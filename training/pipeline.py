@@ -97,6 +97,7 @@ class DemoConfig:
     batch_size: int = 32
     stage1_learning_rate: float = 3e-3
     stage2_learning_rate: float = 3e-3
+    mixed_precision: str = "auto"  # bf16 autocast where the hardware runs it natively (see resolve_mixed_precision)
     max_input_length: int = 512
     eval_users: int = 200
     eval_batch_size: int = 32
@@ -264,7 +265,8 @@ def stage_config(config: DemoConfig, stage: int, dataset: Path, processor: Path,
         method="full" if stage == 1 else "vip5_adapter",
         loss_normalization="example_mean" if stage == 1 else "paper",
         learning_rate=config.stage1_learning_rate if stage == 1 else config.stage2_learning_rate,
-        per_device_batch_size=config.batch_size, max_steps=steps, epochs=1_000_000, warmup_ratio=0.05,
+        per_device_batch_size=config.batch_size, mixed_precision=config.mixed_precision, max_steps=steps,
+        epochs=1_000_000, warmup_ratio=0.05,
         max_input_length=config.max_input_length, truncation="history", log_every=max(1, steps // 50),
         eval_every=max(1, steps // 5), eval_examples=96, seed=config.seed, output_dir=str(config.output / f"stage{stage}"),
     )

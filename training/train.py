@@ -26,7 +26,7 @@ from data_builders.loading import load_config, load_item_features
 from modeling_vip5 import VIP5_MODULES_TO_SAVE, VIP5AdapterConfig, VIP5Config, VIP5ForConditionalGeneration
 from modeling_vip5.processing_vip5 import VIP5Processor
 
-from .config import TrainConfig
+from .config import TrainConfig, resolve_mixed_precision
 from .config import load_config as load_train_config
 from .examples import DomainTables, Example, TrainingExamples, evaluation_examples
 from .push import assemble_repository, push_to_hub
@@ -179,7 +179,8 @@ def train(config: TrainConfig) -> TrainingResult:
     """Run training; returns the trained model and the folder with the adapter (or full model) and processor."""
     output = Path(config.output_dir)
     accelerator = Accelerator(
-        mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=resolve_mixed_precision(config.mixed_precision),
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with=[JSONLinesTracker(output / "logs")], project_dir=str(output),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
