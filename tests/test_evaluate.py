@@ -128,8 +128,9 @@ def test_results_file_validates_and_labels_every_run(memorised):
     assert stored.training_configuration == {"method": "full", "learning_rate": 1e-2}
     assert len(stored.dataset.fingerprint) == 64 and stored.package_version
     assert set(runs(evaluation)) == {
-        *[(t, p) for t in ("A-3", "A-9") for p in ("paper", "constrained", "full_ranking", "popularity", "random")],
-        *[("B-5", p) for p in ("paper", "scoring", "popularity", "random")],
+        *[(t, p) for t in ("A-3", "A-9")
+          for p in ("paper", "constrained", "full_ranking", "popularity", "transition", "random")],
+        *[("B-5", p) for p in ("paper", "scoring", "popularity", "transition", "random")],
         ("C-3", "paper"), ("C-3", "generation"),
     }
     assert {r.prompt for r in stored.results if r.template_id == "A-9"} == {"unseen"}
@@ -145,14 +146,27 @@ def test_baselines_rank_the_same_examples(memorised):
         for item in sequence:
             counts[int(item)] = counts.get(int(item), 0) + 1
     most_popular = sorted(data.catalogue, key=lambda i: (-counts.get(i, 0), i))[:20]
+    followers: dict[int, dict[int, int]] = {}
+    for sequence in data.tables.train_sequences:
+        for item, following in zip(sequence.tolist(), sequence[1:].tolist(), strict=False):
+            followers.setdefault(item, {})[following] = followers.setdefault(item, {}).get(following, 0) + 1
+    last_trained = {int(u): int(s[-1]) for u, s in zip(data.tables.user_ids, data.tables.train_sequences, strict=True)}
+    sequential = examples_for("sequential", "A-3", data, config_for(memorised["root"]))
+    chains = evaluation.predictions["sequential", "A-3", "transition"]
     for record in evaluation.predictions["sequential", "A-3", "popularity"]:
         assert record["ranking"] == most_popular
+    for example, record in zip(sequential, chains, strict=True):
+        after = followers.get(example.fields["history"][-1], {})
+        assert record["ranking"][:len(after)] == sorted(after, key=lambda i: (-after[i], -counts.get(i, 0), i))[:20]
     examples = examples_for("direct", "B-5", data, config_for(memorised["root"]))
     popularity = evaluation.predictions["direct", "B-5", "popularity"]
     shuffled = evaluation.predictions["direct", "B-5", "random"]
-    for example, by_popularity, by_chance in zip(examples, popularity, shuffled, strict=True):
+    chained = evaluation.predictions["direct", "B-5", "transition"]
+    for example, by_popularity, by_chance, by_chain in zip(examples, popularity, shuffled, chained, strict=True):
         candidates = example.fields["candidates"]
         assert by_popularity["ranking"] == sorted(candidates, key=lambda i: -counts.get(i, 0))[:20]
+        after = followers.get(last_trained[example.fields["user_id"]], {})
+        assert by_chain["ranking"] == sorted(candidates, key=lambda i: (-after.get(i, 0), -counts.get(i, 0)))[:20]
         assert set(by_chance["ranking"]) <= set(candidates) and len(set(by_chance["ranking"])) == 20
         assert by_popularity["target"] == by_chance["target"] == example.fields["target_item_id"]
 

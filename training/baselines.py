@@ -1,11 +1,13 @@
-"""Popularity and random baselines that answer the same questions as the model protocols, in the same format.
+"""Popularity, item-transition and random baselines that answer the same questions as the model protocols.
 
 Every report needs a floor: if a model does not beat "recommend what is popular" on the same examples, its number
-means little (anchors §4.4 shows BPR-MF beating VIP5 on direct HR@10). A baseline returns rankings (distinct item ids,
-best first) exactly like the model protocols, so `training.ranking.ranking_metrics` scores both on the same examples.
+means little (anchors §4.4 shows BPR-MF beating VIP5 on direct HR@10). Popularity ignores the user; the transition
+baseline (a first-order Markov chain, the item-to-item half of FPMC) is the simplest floor that uses the user's own
+history, and the one a sequential recommender has to beat. A baseline returns rankings (distinct item ids, best
+first) exactly like the model protocols, so `training.ranking.ranking_metrics` scores both on the same examples.
 """
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Sequence
 
 import numpy as np
@@ -39,6 +41,39 @@ class PopularityBaseline:
     def rank_candidates(self, candidates: Sequence[int]) -> list[int]:
         """Direct protocol: the prompt's candidates by popularity; ties keep the (shuffled) candidate order."""
         return sorted(_distinct(candidates), key=lambda item: -self.counts[item])
+
+
+class TransitionBaseline:
+    """Items ranked by how often they followed the user's last item in the training interactions, then by popularity.
+
+    Counts come from `train_sequences` only, never from the evaluated targets."""
+
+    def __init__(self, train_sequences: Iterable[Sequence[int]], catalogue: Iterable[int]) -> None:
+        sequences = [[int(item) for item in sequence] for sequence in train_sequences]
+        self.popularity = PopularityBaseline(sequences, catalogue)
+        self.followers: dict[int, Counter[int]] = defaultdict(Counter)
+        for sequence in sequences:
+            for item, following in zip(sequence, sequence[1:], strict=False):
+                self.followers[item][following] += 1
+
+    def _key(self, last: int):
+        followers, popularity = self.followers.get(last, Counter()), self.popularity.counts
+        return lambda item: (-followers[item], -popularity[item])
+
+    def rank_catalogue(self, k: int, last: int, exclude: Collection[int] = ()) -> list[int]:
+        """Sequential protocol: the k items that most often followed `last`, completed by the most popular ones."""
+        _check_k(k)
+        key = self._key(last)
+        followed = sorted(self.followers.get(last, ()), key=lambda item: (*key(item), item))
+        top = [item for item in followed if item not in exclude][:k]
+        if len(top) < k:
+            top += self.popularity.rank_catalogue(k - len(top), exclude=set(exclude) | set(top))
+        return top
+
+    def rank_candidates(self, candidates: Sequence[int], last: int) -> list[int]:
+        """Direct protocol: the prompt's candidates by how often they followed `last`, then by popularity; ties keep
+        the (shuffled) candidate order."""
+        return sorted(_distinct(candidates), key=self._key(last))
 
 
 class RandomBaseline:
@@ -79,4 +114,4 @@ def _distinct(items: Sequence[int]) -> list[int]:
     return list(dict.fromkeys(items))
 
 
-__all__ = ["PopularityBaseline", "RandomBaseline"]
+__all__ = ["PopularityBaseline", "RandomBaseline", "TransitionBaseline"]

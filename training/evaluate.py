@@ -10,7 +10,7 @@ protocols run on the same examples, and each number is labelled with its protoco
   existing items) and `full_ranking` (exact likelihood of every item id);
 - direct `paper` (free 20-beam search over a prompt listing 100 candidates) and `scoring` (exact likelihood of each);
 - explanation `paper` (greedy, `max_length=20`, the original's config defaults) and `generation` (`--generate` flags);
-- popularity and random baselines for both ranking families, so every report has a floor.
+- popularity, item-transition and random baselines for both ranking families, so every report has a floor.
 
 The original notebook redrew the direct candidates at random at test time (spec §8.3); here they are the dataset's
 fixed ones unless `--redraw-candidates` asks for the original behaviour.
@@ -54,10 +54,11 @@ from modeling_vip5.ranking import (
     score_candidates,
 )
 
-from .baselines import PopularityBaseline, RandomBaseline
+from .baselines import PopularityBaseline, RandomBaseline, TransitionBaseline
 from .examples import YES_NO_TEMPLATES, DomainTables, Example, evaluation_examples
 from .ranking import ranking_metrics, valid_share
 from .results import (
+    BASELINE_PROTOCOLS,
     DatasetInfo,
     EvaluationResults,
     ModelInfo,
@@ -408,19 +409,27 @@ def _exact(ranking: Sequence[int]) -> ParsedOutputs:
 
 def baseline_rankings(family: str, examples: Sequence[Example], data: EvaluationData,
                       config: EvaluateConfig) -> dict[str, list[ParsedOutputs]]:
-    """Popularity (training interactions only) and random rankings of the same examples."""
+    """Popularity, item-transition (both from the training interactions only) and random rankings of the same
+    examples. The transition baseline follows the last item of the prompt's history (sequential) or of the user's
+    training interactions (direct)."""
     popularity = PopularityBaseline(data.tables.train_sequences, data.catalogue)
+    transition = TransitionBaseline(data.tables.train_sequences, data.catalogue)
     uniform = RandomBaseline(data.catalogue, seed=config.seed)
-    runs: dict[str, list[ParsedOutputs]] = {"popularity": [], "random": []}
+    last_trained = {int(u): int(s[-1]) for u, s in zip(data.tables.user_ids, data.tables.train_sequences, strict=True)}
+    runs: dict[str, list[ParsedOutputs]] = {name: [] for name in BASELINE_PROTOCOLS}
     for example in examples:
         key = int(example.fields["user_id"])
         if family == "direct":
             candidates = example.fields["candidates"]
             runs["popularity"].append(_exact(popularity.rank_candidates(candidates)))
+            runs["transition"].append(_exact(transition.rank_candidates(candidates, last=last_trained[key])))
             runs["random"].append(_exact(uniform.rank_candidates(candidates, key=key)))
         else:
-            excluded = set(example.fields["history"]) if config.exclude_history else set()
+            history = example.fields["history"]
+            excluded = set(history) if config.exclude_history else set()
             runs["popularity"].append(_exact(popularity.rank_catalogue(RANKING_DEPTH, exclude=excluded)))
+            runs["transition"].append(_exact(transition.rank_catalogue(RANKING_DEPTH, last=int(history[-1]),
+                                                                       exclude=excluded)))
             runs["random"].append(_exact(uniform.rank_catalogue(RANKING_DEPTH, key=key, exclude=excluded)))
     return runs
 
@@ -433,7 +442,7 @@ def protocol_settings(family: str, protocol: str, config: EvaluateConfig) -> dic
         settings["candidates"] = "redrawn (seeded per user)" if config.redraw_candidates else "fixed by the dataset"
     if family == "sequential" and protocol != "paper":
         settings["exclude_history"] = config.exclude_history
-    if protocol in ("popularity", "random"):
+    if protocol in BASELINE_PROTOCOLS:
         settings["seed"] = config.seed
         return settings
     if family == "explanation":
@@ -581,7 +590,7 @@ def parse_args(argv: list[str] | None = None) -> EvaluateConfig:
                         help="template ids (default: seen A-3 B-5 C-3, unseen A-9 B-8 C-12)")
     parser.add_argument("--protocols", nargs="+", default=defaults.protocols, choices=SELECTABLE_PROTOCOLS,
                         help="model protocols to run, in every family that defines them")
-    parser.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip popularity / random")
+    parser.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip the popularity / transition / random baselines")
     parser.add_argument("--generate", metavar="KEY=VALUE", nargs="+", type=_setting, default=[],
                         help="explanation generation settings (e.g. num_beams=12 min_length=9): adds the `generation` "
                              "protocol beside the paper's greedy decoding")

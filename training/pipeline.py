@@ -48,7 +48,7 @@ from data_builders.sample.make_sample import dense_sample, read_source, write_p5
 from data_builders.synthetic import explanation_splits, item_looks, write_exp_splits, write_look_images
 from data_builders.writer import README as DATASET_CARD
 from modeling_vip5.processing_vip5 import VIP5FeatureExtractor, VIP5Processor
-from training.results import EvaluationResults
+from training.results import BASELINE_PROTOCOLS, EvaluationResults
 
 from .config import TrainConfig
 from .evaluate import EvaluateConfig, run_evaluation
@@ -301,7 +301,7 @@ def metric_rows(results: dict[str, EvaluationResults]) -> dict[str, list[dict[st
     seen: set[tuple[str, str]] = set()
     for run, evaluation in results.items():
         for result in evaluation.results:
-            baseline = result.protocol in ("popularity", "random")
+            baseline = result.protocol in BASELINE_PROTOCOLS
             label = "baseline" if baseline else run
             key = (result.task_family, f"{label}/{result.protocol}")
             if key not in seen:
@@ -340,7 +340,8 @@ def results_markdown(results: dict[str, EvaluationResults]) -> str:
 
 
 def contributions(results: dict[str, EvaluationResults]) -> list[dict[str, Any]]:
-    """What each stage added on the main protocol of each family: popularity -> stage 1 -> stage 2."""
+    """What each stage added on the main protocol of each family: popularity -> stage 1 -> stage 2, beside the
+    transition baseline (the floor that uses the user's history)."""
     def value(run: str, family: str, template: str, protocol: str, metric: str) -> float | None:
         for r in results[run].results if run in results else ():
             if (r.task_family, r.template_id, r.protocol) == (family, template, protocol):
@@ -353,20 +354,23 @@ def contributions(results: dict[str, EvaluationResults]) -> list[dict[str, Any]]
         for template, prompt in templates_of(results, family):
             for metric, label in REPORT_METRICS[family]:
                 floor = value(baseline_run, family, template, "popularity", metric)
+                chain = value(baseline_run, family, template, "transition", metric)
                 stage1 = value("stage 1", family, template, protocol, metric)
                 stage2 = value("stage 2", family, template, protocol, metric)
                 table.append({"family": family, "template": template, "prompt": prompt, "protocol": protocol,
-                              "metric": label, "popularity": floor, "stage 1": stage1, "stage 2": stage2})
+                              "metric": label, "popularity": floor, "transition": chain, "stage 1": stage1,
+                              "stage 2": stage2})
     return table
 
 
 def contribution_markdown(table: list[dict[str, Any]]) -> str:
-    lines = ["| family | template | protocol | metric | popularity | stage 1 | stage 2 | stage 1 - popularity | "
-             "stage 2 - stage 1 |", "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| family | template | protocol | metric | popularity | transition | stage 1 | stage 2 | "
+             "stage 1 - popularity | stage 2 - stage 1 |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for row in table:
         floor, one, two = row["popularity"], row["stage 1"], row["stage 2"]
         lines.append(f"| {row['family']} | {row['template']} ({row['prompt']}) | {row['protocol']} | {row['metric']} | "
-                     f"{_number(floor)} | {_number(one)} | {_number(two)} | {_delta(one, floor)} | {_delta(two, one)} |")
+                     f"{_number(floor)} | {_number(row['transition'])} | {_number(one)} | {_number(two)} | "
+                     f"{_delta(one, floor)} | {_delta(two, one)} |")
     return "\n".join(lines)
 
 

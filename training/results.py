@@ -35,6 +35,8 @@ PROTOCOLS: dict[str, dict[str, str]] = {
         "full_ranking": "exact likelihood of every item id given the prompt; the exact top-k that beam search "
         "approximates",
         "popularity": "baseline: the most popular training items",
+        "transition": "baseline: the items that most often followed the history's last item in the training "
+        "interactions (first-order Markov chain), then popularity",
         "random": "baseline: uniformly random items (seeded per example)",
     },
     "direct": {
@@ -42,6 +44,8 @@ PROTOCOLS: dict[str, dict[str, str]] = {
         "outside the candidates count as misses); candidates fixed by the dataset unless redrawn",
         "scoring": "exact likelihood of each of the prompt's 100 candidates; deterministic",
         "popularity": "baseline: the prompt's candidates by training popularity",
+        "transition": "baseline: the prompt's candidates by how often they followed the user's last training item, "
+        "then by popularity",
         "random": "baseline: the prompt's candidates in random order (seeded per example)",
     },
     "explanation": {
@@ -49,7 +53,7 @@ PROTOCOLS: dict[str, dict[str, str]] = {
         "generation": "decoding with the generation settings recorded in `settings`",
     },
 }
-BASELINE_PROTOCOLS = ("popularity", "random")
+BASELINE_PROTOCOLS = ("popularity", "transition", "random")
 
 ITEM_INDEXINGS: dict[str, str] = {
     "paper": "P5's ids, assigned in order of first appearance including test items; next-item ids are partly "
