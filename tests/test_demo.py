@@ -34,7 +34,7 @@ from data_builders.synthetic import COLOURS, SHAPES, Look, co_purchase_clusters,
 from modeling_vip5.prompts import IMAGE_TOKEN, load_templates
 from training.demo import parse_args, run
 from training.offline_tokenizer import corpus_lines, domain_prompts, train_t5_tokenizer
-from training.pipeline import build_dataset, mark_card, prepare_source, synthetic_explanations
+from training.pipeline import _busy_cores, build_dataset, idle_cores, mark_card, prepare_source, synthetic_explanations
 from training.results import read_results
 
 TINY_BACKBONE = {"d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 4,
@@ -264,3 +264,31 @@ def test_demo_runs_both_stages_and_documents_them(tmp_path):
     assert "**synthetic**" in report and "## What each stage contributed" in report
     for template, prompt in templates.items():
         assert f"{template} ({prompt})" in report
+
+
+def test_idle_cores_counts_what_is_busy_now():
+    """A busy-looping process is seen at once (the load average would still be rising)."""
+    import multiprocessing
+    import os
+    import time
+
+    cpus = os.cpu_count() or 1
+    before = _busy_cores(0.3)
+    spinner = multiprocessing.get_context("fork").Process(target=_spin, args=(3.0,))
+    spinner.start()
+    try:
+        time.sleep(0.5)
+        during = _busy_cores(0.5)
+    finally:
+        spinner.join()
+    assert 0 <= before <= cpus and 0 <= during <= cpus
+    assert during >= 0.7  # the spinner's core
+    assert 1 <= idle_cores(0.1) <= cpus
+
+
+def _spin(seconds: float) -> None:
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
