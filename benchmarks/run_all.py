@@ -1,6 +1,6 @@
 """Every benchmark in one command; their printed numbers go into `docs/benchmarks.md` with the machine's facts.
 
-    .venv/bin/python benchmarks/run_all.py             # data build, evaluation, training (about 20 min on 2 cores)
+    .venv/bin/python benchmarks/run_all.py             # data build, evaluation, training (about 32 min on 2 idle cores)
     .venv/bin/python benchmarks/run_all.py --quick     # fewer rounds and steps (about 5 min), same measurements
 
 Each script runs in its own process and prints ratios measured side by side in that run; this runner only collects
