@@ -17,6 +17,17 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    """Accelerate keeps one state per process, mixed precision included: a test that trained in bf16 would make the
+    next `Accelerator()` refuse fp32. Reset after every test, as accelerate's own `AccelerateTestCase` does."""
+    yield
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
 def require_shared(*parts: str) -> Path:
     """Path below ../shared, or skip the test with the reason when the workplace files are not beside the repo."""
     path = SHARED.joinpath(*parts)

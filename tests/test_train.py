@@ -223,7 +223,10 @@ def test_training_starts_from_a_plain_t5_checkpoint(tiny_dataset, tmp_path):
 def test_mixed_precision_auto_follows_the_hardware(monkeypatch):
     from training.config import resolve_mixed_precision
 
-    assert resolve_mixed_precision("") is None  # left to `accelerate launch`
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    assert resolve_mixed_precision("") == "no"  # fp32, unless `accelerate launch` says otherwise
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    assert resolve_mixed_precision("") == "bf16"
     assert resolve_mixed_precision("fp16") == "fp16"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for avx512_bf16, amx, expected in ((True, False, "bf16"), (False, True, "bf16"), (False, False, "no")):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -118,12 +119,13 @@ def load_config(argv: list[str] | None = None) -> TrainConfig:
     return config
 
 
-def resolve_mixed_precision(setting: str) -> str | None:
-    """The `Accelerator` argument: None leaves it to `accelerate launch` (else fp32); `auto` picks bf16 autocast where
-    the hardware computes bf16 natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX: 0.46x the fp32 step time at
-    t5-small geometry in docs/benchmarks.md), fp32 elsewhere."""
+def resolve_mixed_precision(setting: str) -> str:
+    """The `Accelerator` argument. "" = what `accelerate launch` set (its ACCELERATE_MIXED_PRECISION), else fp32 ("no"),
+    stated explicitly: with None, a second run in the same process silently inherited the first one's precision.
+    `auto` = bf16 autocast where the hardware computes bf16 natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX:
+    0.46x the fp32 step time at t5-small geometry in docs/benchmarks.md), fp32 elsewhere."""
     if setting != "auto":
-        return setting or None
+        return setting or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "no"
     native = (getattr(torch.cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
