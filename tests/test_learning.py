@@ -109,6 +109,16 @@ def make_processor(dataset: Path, domain: str, folder: Path, seen: tuple[str, ..
     return folder / "processor"
 
 
+def full_training(dataset: Path, domain: str, processor: Path, root: Path, steps: int, seed: int,
+                  **settings) -> TrainConfig:
+    """Full training of the tiny fresh backbone for `steps` steps of 16, one checkpoint, into `root / "run"`."""
+    return TrainConfig(
+        dataset=str(dataset), domain=domain, processor=str(processor), model_config=BACKBONE, method="full",
+        per_device_batch_size=16, max_steps=steps, epochs=1_000_000, eval_every=steps, save_every=steps,
+        keep_checkpoints=1, log_every=100, eval_examples=4, seed=seed, output_dir=str(root / "run"), **settings,
+    )
+
+
 def photo_only_rankings(model, processor: VIP5Processor, dataset: Path, domain: str, template: str):
     """Rank each fixed direct test example's 100 candidates by log P(yes) - log P(no) of the template rendered for
     the candidate. Returns (examples, rankings, popularity rankings of the same examples, image rows encoded)."""
@@ -157,12 +167,8 @@ def images_experiment(root: Path, seed: int = 0, steps: int = IMAGE_STEPS) -> di
         assert cluster_of[int(positive)] == look and len(negatives) == 99
         assert look not in {cluster_of[int(i)] for i in negatives}
 
-    config = TrainConfig(
-        dataset=str(with_images), domain="looks", processor=str(processor_folder), model_config=BACKBONE,
-        tasks=["direct"], method="full", learning_rate=5e-4, per_device_batch_size=16, max_steps=steps,
-        epochs=1_000_000, direct_per_user=100, eval_every=steps, save_every=steps, keep_checkpoints=1, log_every=100,
-        eval_examples=4, seed=seed, output_dir=str(root / "run"),
-    )
+    config = full_training(with_images, "looks", processor_folder, root, steps, seed, tasks=["direct"],
+                           learning_rate=5e-4, direct_per_user=100)
     model_folder = train(config).folder
     model, _ = load_model(str(model_folder))
     measured: dict = {}
@@ -197,12 +203,8 @@ def sequence_experiment(root: Path, seed: int = 0, steps: int = SEQUENCE_STEPS) 
     dataset = build(root / "raw", "chains", root / "dataset")
     processor_folder = make_processor(dataset, "chains", root)
 
-    config = TrainConfig(
-        dataset=str(dataset), domain="chains", processor=str(processor_folder), model_config=BACKBONE,
-        tasks=["sequential"], method="full", learning_rate=3e-3, per_device_batch_size=16, max_steps=steps,
-        epochs=1_000_000, sequential_per_user=20, eval_every=steps, save_every=steps, keep_checkpoints=1, log_every=100,
-        eval_examples=4, seed=seed, output_dir=str(root / "run"),
-    )
+    config = full_training(dataset, "chains", processor_folder, root, steps, seed, tasks=["sequential"],
+                           learning_rate=3e-3, sequential_per_user=20)
     model_folder = train(config).folder
 
     def evaluate(model: Path, baselines: bool) -> dict[str, dict[str, float]]:
