@@ -132,7 +132,8 @@ def test_popularity_and_transition_are_floors_well_above_random_on_real_beauty()
     # The user's last item says more than popularity: the transition floor is well above it. These are the numbers
     # the README quotes (HR@5 / NDCG@5 / HR@10 / NDCG@10), so a change in the baselines cannot leave it stale.
     assert chain["hr@10"] > 2 * pop["hr@10"], (chain, pop)
-    quoted = {"popularity": (pop, (0.0075, 0.0041, 0.0115, 0.0055)), "transition": (chain, (0.0513, 0.0389, 0.0668, 0.0439))}
+    quoted = {"popularity": (pop, (0.0075, 0.0041, 0.0115, 0.0055)),
+              "transition": (chain, (0.0513, 0.0389, 0.0668, 0.0439))}
     for name, (measured, readme) in quoted.items():
         values = tuple(measured[m] for m in ("hr@5", "ndcg@5", "hr@10", "ndcg@10"))
         assert values == pytest.approx(readme, abs=5e-5), name

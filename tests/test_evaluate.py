@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import datasets
@@ -146,10 +147,10 @@ def test_baselines_rank_the_same_examples(memorised):
         for item in sequence:
             counts[int(item)] = counts.get(int(item), 0) + 1
     most_popular = sorted(data.catalogue, key=lambda i: (-counts.get(i, 0), i))[:20]
-    followers: dict[int, dict[int, int]] = {}
+    followers: dict[int, Counter[int]] = defaultdict(Counter)
     for sequence in data.tables.train_sequences:
         for item, following in zip(sequence.tolist(), sequence[1:].tolist(), strict=False):
-            followers.setdefault(item, {})[following] = followers.setdefault(item, {}).get(following, 0) + 1
+            followers[item][following] += 1
     last_trained = {int(u): int(s[-1]) for u, s in zip(data.tables.user_ids, data.tables.train_sequences, strict=True)}
     sequential = examples_for("sequential", "A-3", data, config_for(memorised["root"]))
     chains = evaluation.predictions["sequential", "A-3", "transition"]

@@ -128,8 +128,8 @@ def resolve_mixed_precision(setting: str) -> str:
         return setting or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "no"
-    native = (getattr(torch.cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-    return "bf16" if any(native) else "no"
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, hence the getattr
+    return "bf16" if any(getattr(torch.cpu, probe, lambda: False)() for probe in probes) else "no"
 
 
 def _default(f: dataclasses.Field) -> Any:

@@ -38,7 +38,8 @@ def parse_args(argv: list[str] | None = None) -> DemoConfig:
     data.add_argument("--clip-pretrained", default=defaults.clip_pretrained,
                       help="open_clip weights, e.g. openai (default: randomly initialised CLIP, offline)")
     data.add_argument("--encoder", default=defaults.encoder, help="CLIP image encoder (default: %(default)s)")
-    data.add_argument("--indexing", default=defaults.indexing, help="item ids: sequential_train_first | random | paper (default: %(default)s)")
+    data.add_argument("--indexing", default=defaults.indexing,
+                      help="item ids: sequential_train_first | random | paper (default: %(default)s)")
     model = parser.add_argument_group("model and training")
     model.add_argument("--model", default=defaults.model,
                        help="pretrained T5 / VIP5 checkpoint, e.g. t5-small (default: a small backbone from scratch)")

@@ -54,7 +54,7 @@ from modeling_vip5.ranking import (
     score_candidates,
 )
 
-from .baselines import PopularityBaseline, RandomBaseline, TransitionBaseline
+from .baselines import RandomBaseline, TransitionBaseline
 from .examples import YES_NO_TEMPLATES, DomainTables, Example, evaluation_examples
 from .ranking import ranking_metrics, valid_share
 from .results import (
@@ -412,8 +412,8 @@ def baseline_rankings(family: str, examples: Sequence[Example], data: Evaluation
     """Popularity, item-transition (both from the training interactions only) and random rankings of the same
     examples. The transition baseline follows the last item of the prompt's history (sequential) or of the user's
     training interactions (direct)."""
-    popularity = PopularityBaseline(data.tables.train_sequences, data.catalogue)
     transition = TransitionBaseline(data.tables.train_sequences, data.catalogue)
+    popularity = transition.popularity  # the transition baseline's tie-breaker, counted once
     uniform = RandomBaseline(data.catalogue, seed=config.seed)
     last_trained = {int(u): int(s[-1]) for u, s in zip(data.tables.user_ids, data.tables.train_sequences, strict=True)}
     runs: dict[str, list[ParsedOutputs]] = {name: [] for name in BASELINE_PROTOCOLS}
@@ -590,7 +590,8 @@ def parse_args(argv: list[str] | None = None) -> EvaluateConfig:
                         help="template ids (default: seen A-3 B-5 C-3, unseen A-9 B-8 C-12)")
     parser.add_argument("--protocols", nargs="+", default=defaults.protocols, choices=SELECTABLE_PROTOCOLS,
                         help="model protocols to run, in every family that defines them")
-    parser.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip the popularity / transition / random baselines")
+    parser.add_argument("--no-baselines", dest="baselines", action="store_false",
+                        help="skip the popularity / transition / random baselines")
     parser.add_argument("--generate", metavar="KEY=VALUE", nargs="+", type=_setting, default=[],
                         help="explanation generation settings (e.g. num_beams=12 min_length=9): adds the `generation` "
                              "protocol beside the paper's greedy decoding")
