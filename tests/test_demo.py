@@ -33,8 +33,9 @@ from data_builders.sample.make_sample import (
 from data_builders.synthetic import COLOURS, SHAPES, Look, co_purchase_clusters, explanation_splits, item_looks
 from modeling_vip5.prompts import IMAGE_TOKEN, load_templates
 from training.demo import parse_args, run
+from training.demo.runner import _busy_cores, idle_cores
+from training.demo.steps import build_dataset, mark_card, prepare_source, synthetic_explanations
 from training.offline_tokenizer import corpus_lines, domain_prompts, train_t5_tokenizer
-from training.pipeline import _busy_cores, build_dataset, idle_cores, mark_card, prepare_source, synthetic_explanations
 from training.results import read_results
 
 TINY_BACKBONE = {"d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 4,

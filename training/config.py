@@ -1,15 +1,20 @@
 """Training configuration: one dataclass whose defaults are the paper's, read from a YAML file and command-line flags.
 
-Precedence: dataclass defaults < `--config file.yaml` < flags (`--learning-rate 5e-4`). Unknown keys anywhere are an
-error that names the key and the file, before anything is loaded or trained.
+Precedence: dataclass defaults < `--config file.yaml` < flags (`--learning-rate 5e-4`). Unknown keys, values of the
+wrong type and values out of range are errors that name the key (and the file and line), before anything is loaded or
+trained. Every key is documented once, by its comment in `configs/vip5_paper.yaml`; `vip5-train --help` shows those
+comments.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import os
+import re
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,14 +23,17 @@ from typing import Any
 import torch
 import yaml
 
+from data_builders.errors import DataFormatError, add_debug_argument
+
 TUNING_METHODS = ("vip5_adapter", "lora", "full")
 TASKS = ("sequential", "direct", "explanation")
+SEQUENTIAL_TARGETS = ("paper", "all")
 MIXED_PRECISIONS = ("", "auto", "no", "bf16", "fp16")
 
 
 @dataclass
 class TrainConfig:
-    """Every key is documented in `training/configs/vip5_paper.yaml`."""
+    """Every key is documented by its comment in `training/configs/vip5_paper.yaml` (shown by `--help`)."""
 
     # data
     dataset: str = ""
@@ -34,6 +42,8 @@ class TrainConfig:
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
     sequential_per_user: int = 10
     direct_per_user: int = 10
+    sequential_targets: str = "paper"
+    max_history: int = 0
     max_users: int = 0
     # model
     model: str = ""
@@ -60,7 +70,7 @@ class TrainConfig:
     max_input_length: int = 1024
     max_target_length: int = 64
     truncation: str = "right"
-    mixed_precision: str = ""  # "" = as `accelerate launch` sets it (else fp32) | auto | no | bf16 | fp16
+    mixed_precision: str = ""
     seed: int = 2022
     num_workers: int = 0
     # evaluation, checkpoints, logging
@@ -80,6 +90,8 @@ class TrainConfig:
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown or not self.tasks:
             raise ValueError(f"tasks: expected a non-empty subset of {TASKS}, got {self.tasks}")
+        if self.sequential_targets not in SEQUENTIAL_TARGETS:
+            raise ValueError(f"sequential_targets: expected one of {SEQUENTIAL_TARGETS}, got {self.sequential_targets!r}")
         if self.mixed_precision not in MIXED_PRECISIONS:
             raise ValueError(f"mixed_precision: expected one of {MIXED_PRECISIONS}, got {self.mixed_precision!r}")
         if not self.dataset:

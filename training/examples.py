@@ -76,21 +76,29 @@ class DomainTables:
 
 
 class TrainingExamples(torch.utils.data.Dataset):
-    """One epoch of the original's task mix: per user `sequential_per_user` A prompts and `direct_per_user` B prompts,
-    then one C prompt per training explanation; templates uniform over the seen prompts of each family."""
+    """One epoch of the task mix: the sequential prompts (the original's `sequential_per_user` draws per user, or one
+    per training position with `sequential_targets="all"`), `direct_per_user` B prompts per user, then one C prompt
+    per training explanation; templates uniform over the seen prompts of each family."""
 
     def __init__(
         self, tables: DomainTables, templates: Mapping[str, Sequence[str]], explanation=None, seed: int = 2022,
         sequential_per_user: int = 10, direct_per_user: int = 10, num_candidates: int = 100,
+        sequential_targets: str = "paper", max_history: int = 0,
     ):
         self.tables, self.templates, self.explanation, self.seed = tables, templates, explanation, seed
+        # With "all", position p (2nd item onwards) of every training sequence is one target per epoch, as
+        # sequential recommenders (SASRec, BERT4Rec) train; the original samples only the last three positions.
+        self.positions = (np.cumsum([max(0, len(s) - 1) for s in tables.train_sequences])
+                          if sequential_targets == "all" else None)
+        sequential = int(self.positions[-1]) if self.positions is not None and len(self.positions) else \
+            sequential_per_user * len(tables.user_ids)
         self.counts = {
-            "sequential": sequential_per_user * len(tables.user_ids) if templates.get("sequential") else 0,
+            "sequential": sequential if templates.get("sequential") else 0,
             "direct": direct_per_user * len(tables.user_ids) if templates.get("direct") else 0,
             "explanation": len(explanation) if explanation is not None and templates.get("explanation") else 0,
         }
         self.per_user = {"sequential": sequential_per_user, "direct": direct_per_user}
-        self.num_candidates = num_candidates
+        self.num_candidates, self.max_history = num_candidates, max_history
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -108,27 +116,41 @@ class TrainingExamples(torch.utils.data.Dataset):
                 template_id = str(rng.choice(self.templates[task]))
                 if task == "explanation":
                     return explanation_example(self.explanation[index], template_id, rng)
-                user = index // self.per_user[task]
-                make = sequential_example if task == "sequential" else direct_example
-                return make(self.tables, user, template_id, rng, self.num_candidates)
+                if task == "direct":
+                    return direct_example(self.tables, index // self.per_user[task], template_id, rng,
+                                          self.num_candidates)
+                if self.positions is None:
+                    user, target = index // self.per_user[task], None
+                else:
+                    user = int(np.searchsorted(self.positions, index, side="right"))
+                    target = index - (int(self.positions[user - 1]) if user else 0) + 2  # 1-based, from the 2nd
+                return sequential_example(self.tables, user, template_id, rng, target=target,
+                                          max_history=self.max_history)
             index -= count
         raise AssertionError("unreachable: index checked against len")
 
 
 def sequential_example(tables: DomainTables, user: int, template_id: str, rng: np.random.Generator,
-                       num_candidates: int = 100) -> Example:
-    """Train target i_t, t ∈ [max(3, M−2), M] of the M training items; history starts at one of the first 3 items."""
+                       target: int | None = None, max_history: int = 0) -> Example:
+    """Train target i_t of the M training items: t drawn from [max(3, M−2), M] with the history starting at one of the
+    first 3 items (the original), or the given t with the whole history before it; `max_history` keeps the latest."""
     sequence = tables.train_sequences[user]
     m = len(sequence)
-    t = int(rng.integers(max(3, m - 2), m + 1)) if m >= 3 else m
-    s = int(rng.integers(1, min(3, t - 2) + 1)) if t >= 3 else 1
-    history, target = [int(i) for i in sequence[s - 1 : t - 1]], int(sequence[t - 1])
+    if target is None:
+        t = int(rng.integers(max(3, m - 2), m + 1)) if m >= 3 else m
+        s = int(rng.integers(1, min(3, t - 2) + 1)) if t >= 3 else 1
+    else:
+        t, s = target, 1
+    if max_history:
+        s = max(s, t - max_history)
+    history, target_item = [int(i) for i in sequence[s - 1 : t - 1]], int(sequence[t - 1])
     fields: dict[str, Any] = _user_fields(tables, user) | {"history": history}
     if template_id in YES_NO_TEMPLATES:
         positive = bool(rng.random() < 0.5)
-        fields |= {"item_id": target if positive else tables.negatives(rng, user, 1)[0], "answer": _yes_no(positive)}
+        fields |= {"item_id": target_item if positive else tables.negatives(rng, user, 1)[0],
+                   "answer": _yes_no(positive)}
     else:
-        fields["target_item_id"] = target
+        fields["target_item_id"] = target_item
     return Example(template_id, fields, separator=str(rng.choice([",", "->"])))
 
 

@@ -7,7 +7,7 @@
 Steps (each printed with a banner and timed; `report.md` lists the equivalent commands): P5 source folder -> item
 images -> CLIP features -> datasets -> processor -> stage 1 (text-only backbone, full training) -> stage 2 (VIP5
 adapters with image tokens) -> evaluation of all three task families after each stage -> model cards, training curves,
-results tables and a report of what each stage contributed. See `training/pipeline.py`.
+results tables and a report of what each stage contributed. See `training/demo/`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .config import MIXED_PRECISIONS
-from .pipeline import IMAGE_SOURCES, DemoConfig, run_pipeline
+from training.config import MIXED_PRECISIONS
+
+from .config import IMAGE_SOURCES, DemoConfig
+from .runner import run_demo
 
 
 def parse_args(argv: list[str] | None = None) -> DemoConfig:
@@ -69,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> DemoConfig:
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the main job; returns the summary written to `<output>/results.json`."""
-    return run_pipeline(parse_args(argv))
+    return run_demo(parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,163 @@
+"""The demo's report: results tables, what each stage contributed, timings, and every step as a command."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from data_builders.atomic import write_text_atomic
+from training.results import BASELINE_PROTOCOLS, EvaluationResults
+
+from .config import (
+    MAIN_PROTOCOL,
+    REPORT_METRICS,
+)
+from .record import Run
+
+# ---------------------------------------------------------------- report
+
+
+def metric_rows(results: dict[str, EvaluationResults]) -> dict[str, list[dict[str, Any]]]:
+    """Per family, one row per (run, protocol) with the headline metrics of every template; baselines once."""
+    rows: dict[str, list[dict[str, Any]]] = {family: [] for family in REPORT_METRICS}
+    seen: set[tuple[str, str]] = set()
+    for run, evaluation in results.items():
+        for result in evaluation.results:
+            baseline = result.protocol in BASELINE_PROTOCOLS
+            label = "baseline" if baseline else run
+            key = (result.task_family, f"{label}/{result.protocol}")
+            if key not in seen:
+                seen.add(key)
+                rows[result.task_family].append({"run": label, "protocol": result.protocol, "values": {}})
+            row = next(r for r in rows[result.task_family] if (r["run"], r["protocol"]) == (label, result.protocol))
+            if baseline and result.template_id in row["values"]:
+                continue
+            row["values"][result.template_id] = {name: result.metrics.get(name) for name, _ in
+                                                 REPORT_METRICS[result.task_family]}
+    return rows
+
+
+def templates_of(results: dict[str, EvaluationResults], family: str) -> list[tuple[str, str]]:
+    """(template id, seen/unseen) of a family, in evaluation order."""
+    found = {r.template_id: r.prompt for e in results.values() for r in e.results if r.task_family == family}
+    return list(found.items())
+
+
+def results_markdown(results: dict[str, EvaluationResults]) -> str:
+    """Markdown tables: per family, rows = runs x protocols (baselines first), columns = templates x metrics."""
+    lines = []
+    for family, rows in metric_rows(results).items():
+        templates = templates_of(results, family)
+        if not templates:
+            continue
+        metrics = REPORT_METRICS[family]
+        header = [f"{t} ({prompt}) {label}" for t, prompt in templates for _, label in metrics]
+        lines += [f"### {family}", "", "| run | protocol | " + " | ".join(header) + " |",
+                  "|---|---|" + "---:|" * len(header)]
+        for row in sorted(rows, key=lambda r: r["run"] != "baseline"):
+            cells = [_number(row["values"].get(t, {}).get(name)) for t, _ in templates for name, _ in metrics]
+            lines.append(f"| {row['run']} | {row['protocol']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def contributions(results: dict[str, EvaluationResults]) -> list[dict[str, Any]]:
+    """What each stage added on the main protocol of each family: popularity -> stage 1 -> stage 2, beside the
+    transition baseline (the floor that uses the user's history)."""
+    def value(run: str, family: str, template: str, protocol: str, metric: str) -> float | None:
+        for r in results[run].results if run in results else ():
+            if (r.task_family, r.template_id, r.protocol) == (family, template, protocol):
+                return r.metrics.get(metric)
+        return None
+
+    baseline_run = next(iter(results))
+    table = []
+    for family, protocol in MAIN_PROTOCOL.items():
+        for template, prompt in templates_of(results, family):
+            for metric, label in REPORT_METRICS[family]:
+                floor = value(baseline_run, family, template, "popularity", metric)
+                chain = value(baseline_run, family, template, "transition", metric)
+                stage1 = value("stage 1", family, template, protocol, metric)
+                stage2 = value("stage 2", family, template, protocol, metric)
+                table.append({"family": family, "template": template, "prompt": prompt, "protocol": protocol,
+                              "metric": label, "popularity": floor, "transition": chain, "stage 1": stage1,
+                              "stage 2": stage2})
+    return table
+
+
+def contribution_markdown(table: list[dict[str, Any]]) -> str:
+    lines = ["| family | template | protocol | metric | popularity | transition | stage 1 | stage 2 | "
+             "stage 1 - popularity | stage 2 - stage 1 |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for row in table:
+        floor, one, two = row["popularity"], row["stage 1"], row["stage 2"]
+        lines.append(f"| {row['family']} | {row['template']} ({row['prompt']}) | {row['protocol']} | {row['metric']} | "
+                     f"{_number(floor)} | {_number(row['transition'])} | {_number(one)} | {_number(two)} | "
+                     f"{_delta(one, floor)} | {_delta(two, one)} |")
+    return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def _delta(new: float | None, old: float | None) -> str:
+    return "–" if new is None or old is None else f"{new - old:+.4f}"
+
+
+def write_report(run: Run, results: dict[str, EvaluationResults]) -> dict[str, Any]:
+    """`report.md` (notice, results, stage contributions, timings, steps) and `results.json`; returns the summary."""
+    config, out = run.config, run.config.output
+    table = contributions(results)
+    summary = {
+        "configuration": json.loads(json.dumps(dataclasses.asdict(config), default=str)),
+        "facts": run.facts,
+        "steps": [dataclasses.asdict(s) for s in run.steps],
+        "results": {name: str(out / name.replace(" ", "") / "results.json") for name in results},
+        "contributions": table,
+        "outputs": {name: str(path) for name, path in run.facts["outputs"].items()},
+    }
+    timing = "\n".join(f"| {s.name} | {s.seconds:.1f} |" for s in run.steps)
+    steps = "\n\n".join(f"{i}. **{s.name}**\n\n   ```\n   {s.how}\n   ```" for i, s in enumerate(run.steps, start=1))
+    outputs = "\n".join(f"- {name}: `{path}`" for name, path in run.facts["outputs"].items())
+    report = f"""# vip5-demo report
+
+{run.facts['notice']}
+
+## Results
+
+Test split, first {config.eval_users or 'all'} users per template ({', '.join(run.facts['templates'])}); stage 1 is
+evaluated on text-only prompts (as it was trained), stage 2 with image tokens. Ranking metrics are shares in [0, 1],
+text metrics percentages. Protocols: `full_ranking` / `scoring` rank every item / candidate by exact likelihood,
+`constrained` is beam search over existing ids, `paper` the original free beam search (greedy text for explanation).
+
+{results_markdown(results)}
+## What each stage contributed
+
+Main protocol of each family (exact rankings, greedy explanations), same examples:
+
+{contribution_markdown(table)}
+
+## Timings
+
+Machine: {run.facts['machine_start']['cpus']} CPUs, load average {run.facts['machine_start']['load_average_1_5_15']}
+at the start and {run.facts['machine_end']['load_average_1_5_15']} at the end, torch {run.facts['machine_start']['torch']}
+with {run.facts['machine_start']['torch_threads']} threads on {run.facts['machine_start']['device']}.
+
+| step | seconds |
+|---|---:|
+{timing}
+
+## Outputs
+
+{outputs}
+
+## The steps one by one
+
+{steps}
+"""
+    write_text_atomic(out / "report.md", report)
+    write_text_atomic(out / "results.json", json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
+
+
