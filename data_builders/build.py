@@ -10,7 +10,7 @@ from pathlib import Path
 from .amazon_raw import read_raw_domain
 from .domain import DomainData
 from .features import feature_dir, features_root_of, read_feature_dir
-from .indexing import DEFAULT_INDEXING, INDEXINGS, item_index
+from .indexing import DEFAULT_INDEXING, check_indexing, indexing_record, item_index
 from .p5_reader import read_p5_domain
 from .splits import p5_negatives
 from .stats import table_stats
@@ -77,13 +77,13 @@ def build_domain(
     """Build one domain into `output_dir` (other domains already there are kept). Returns its manifest entry."""
     if not DOMAIN_NAME.match(domain):
         raise ValueError(f"domain name {domain!r} must be lower-case letters and digits (it names configs and folders)")
-    if indexing not in INDEXINGS:
-        raise ValueError(f"unknown item indexing {indexing!r}; choose one of {sorted(INDEXINGS)}")
+    check_indexing(indexing)
     data = read_source(source, input_dir, domain, category=category, seed=seed)
     data = complete(data, seed, tuple(encoders), features_root_of(input_dir, features_root), missing_image)
-    description = INDEXINGS[indexing][1]
-    record = {"name": indexing, "description": description} | ({"seed": seed} if indexing == "random" else {})
-    data = data.reindexed(item_index(indexing, data.num_items, data.interactions, seed), record)
+    encoder = encoders[0] if encoders else None  # `visual` indexing clusters the first encoder's features
+    features = data.features[encoder] if encoder else None
+    new_id = item_index(indexing, data.num_items, data.interactions, seed, features)
+    data = data.reindexed(new_id, indexing_record(indexing, seed, encoder))
 
     tables = domain_tables(data)
     skipped = {config: why for config, why in available_configs(data).items() if why}

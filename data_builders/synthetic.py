@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw
 
 from .atomic import atomic_path
 from .domain import Interactions
+from .semantic_ids import co_purchase_embedding, kmeans, training_mask
 from .splits import p5_review_split
 
 # One colour per cluster: named, so explanations can say them, and far apart, so image features tell them apart.
@@ -81,41 +82,12 @@ class Look:
 
 def co_purchase_clusters(interactions: Interactions, num_items: int, num_clusters: int = len(COLOURS),
                          holdout: int = 2, seed: int = 2022) -> np.ndarray:
-    """Cluster per item id (`[num_items + 1]`, row 0 unused): k-means on normalised item vectors of a truncated SVD of
-    the degree-normalised user-item matrix, built from every user's sequence without its last `holdout` items.
-
-    The matrix stays sparse (torch's randomised `svd_lowrank`, seeded, on one thread so that the colours do not
-    depend on the thread count), so a full domain costs seconds, not gigabytes.
-    """
-    import torch
-
-    position = interactions.position_in_user()
-    keep = position < np.repeat(interactions.lengths - holdout, interactions.lengths)
-    users = np.repeat(np.arange(interactions.num_users), interactions.lengths)[keep]
-    items = interactions.items[keep].astype(np.int64)
-    user_degree = np.bincount(users, minlength=interactions.num_users)
-    item_degree = np.bincount(items, minlength=num_items + 1)
-    weights = 1.0 / np.sqrt(user_degree[users] * item_degree[items])
-    matrix = torch.sparse_coo_tensor(np.stack([users, items]), weights, (interactions.num_users, num_items + 1),
-                                     check_invariants=True)
-    threads = torch.get_num_threads()
-    try:  # one thread: sums in another order move the vectors, and k-means then draws other colours
-        torch.set_num_threads(1)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            _, values, right = torch.svd_lowrank(matrix.coalesce(), q=EMBEDDING_DIM + 8, niter=4)
-    finally:
-        torch.set_num_threads(threads)
-    dims = slice(1, EMBEDDING_DIM + 1)  # the first component is popularity, not taste
-    vectors = (right[:, dims] * values[dims]).numpy()
-    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    rng = np.random.default_rng(seed)
-    centres = vectors[rng.choice(np.flatnonzero(item_degree > 0), num_clusters, replace=False)]
-    for _ in range(KMEANS_ITERATIONS):
-        assignment = ((vectors[:, None, :] - centres[None]) ** 2).sum(axis=-1).argmin(axis=1)
-        centres = np.stack([vectors[assignment == c].mean(axis=0) if (assignment == c).any() else centres[c]
-                            for c in range(num_clusters)])
-    return assignment
+    """Cluster per item id (`[num_items + 1]`, row 0 unused): k-means on the co-purchase embedding of the training
+    part of the sequences (every user's sequence without its last `holdout` items)."""
+    vectors = co_purchase_embedding(interactions, num_items, EMBEDDING_DIM, holdout=holdout, seed=seed)
+    trained = np.unique(interactions.items[training_mask(interactions, holdout)])
+    centres = vectors[np.random.default_rng(seed).choice(trained, num_clusters, replace=False)]
+    return kmeans(vectors, centres, KMEANS_ITERATIONS)[0]
 
 
 def item_looks(interactions: Interactions, asins: Sequence[str], seed: int = 2022) -> list[Look]:

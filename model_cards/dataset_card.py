@@ -85,12 +85,17 @@ indexing of the domain (below), `asin` and `reviewer_id` are the stable keys.
 {% for d in domains -%}
 * **{{ d.name }}**: `{{ d.indexing.name }}`{% if d.indexing.seed is defined %} (seed {{ d.indexing.seed }}){% endif %}
   — {{ d.indexing.description }}.
+{%- if d.indexing.parameters is defined %} Parameters: {% for key, value in d.indexing.parameters.items() -%}
+  `{{ key }}` = `{{ value }}`{{ ", " if not loop.last else "." }}{% endfor %}{% endif %}
 {%- if d.stats.test_item_is_last_plus_one is defined %} The test item id is the last history id + 1 for
   {{ "{:.2%}".format(d.stats.test_item_is_last_plus_one) }} of the users.{% endif %}
 {% endfor %}
 P5 and VIP5 number items in order of first appearance, so consecutive purchases get consecutive ids and the held-out
 item is often "last history id + 1"; results obtained with `paper` indexing carry that advantage and are not comparable
-with results under `random` or `sequential_train_first` indexing (jeykigung/P5 PR #3; Hua et al., arXiv 2305.06569).
+with results under the leak-free indexings `random`, `sequential_train_first`, `collaborative` or `visual` (jeykigung/P5
+PR #3; Hua et al., arXiv 2305.06569). `collaborative` and `visual` ids carry structure through their decimal digits: the
+ids sharing a decimal prefix (all ids starting with `3`, or with `35`) are one cluster of co-purchased or similar-looking
+items; whether such ids also share their first tokens depends on how the tokenizer splits numbers.
 
 ## Image features
 

@@ -18,8 +18,11 @@ def interactions() -> Interactions:
 
 def test_every_strategy_is_a_bijection_fixing_zero(interactions):
     num_items = int(interactions.items.max())
+    rng = np.random.default_rng(0)
+    has_image = rng.random(num_items + 1) < 0.8  # `visual` clusters the photographed items, the others go last
+    features = (rng.normal(size=(num_items + 1, 8)) * has_image[:, None], has_image)
     for name in INDEXINGS:
-        new_id = item_index(name, num_items, interactions, seed=1)
+        new_id = item_index(name, num_items, interactions, seed=1, features=features)
         assert new_id[0] == 0
         assert sorted(new_id[1:].tolist()) == list(range(1, num_items + 1)), name
     np.testing.assert_array_equal(item_index("paper", num_items, interactions, 1), np.arange(num_items + 1))

@@ -24,7 +24,7 @@ SCHEMA_VERSION = 1
 DISTRIBUTION_NAME = "vip5-hf"
 
 TaskFamily = Literal["sequential", "direct", "explanation"]
-ItemIndexing = Literal["paper", "random", "sequential_train_first"]
+ItemIndexing = Literal["paper", "random", "sequential_train_first", "collaborative", "visual"]
 
 # Which protocols exist for which task family, and what each one means (printed into model cards).
 PROTOCOLS: dict[str, dict[str, str]] = {
@@ -62,6 +62,10 @@ ITEM_INDEXINGS: dict[str, str] = {
     "random": "ids assigned by a seeded random permutation; no id arithmetic leaks the target",
     "sequential_train_first": "sequential ids assigned over training interactions first (OpenP5 style), so "
     "held-out items cannot be predicted from id order",
+    "collaborative": "structured ids from training interactions only: ids sharing a decimal prefix are one cluster of "
+    "co-purchased items (hierarchical clustering of the co-purchase graph, Hua et al. 2023)",
+    "visual": "structured ids from the items' CLIP image features only: ids sharing a decimal prefix are one cluster "
+    "of similar-looking items",
 }
 
 
