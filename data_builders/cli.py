@@ -17,7 +17,7 @@ from pathlib import Path
 from .amazon_raw import CATEGORIES
 from .build import SOURCES, build_domain, read_source
 from .clip_extract import REPORT
-from .errors import DataFormatError
+from .errors import add_debug_argument, cli_boundary
 from .features import ENCODERS, MISSING_POLICIES
 from .indexing import DEFAULT_INDEXING, INDEXINGS
 
@@ -52,12 +52,18 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vip5-data", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
+    add_debug_argument(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
     build = commands.add_parser("build", help="build one domain into a dataset folder")
     _source_arguments(build)
     build.add_argument("--output", type=Path, required=True, help="dataset folder (other domains in it are kept)")
-    build.add_argument("--indexing", choices=sorted(INDEXINGS), default=DEFAULT_INDEXING, help="item id scheme")
+    build.add_argument(
+        "--indexing",
+        choices=sorted(INDEXINGS),
+        default=DEFAULT_INDEXING,
+        help="item id scheme (default %(default)s); visual clusters the features of the first of --encoders",
+    )
 
     stats = commands.add_parser("stats", help="print the statistics of a built dataset folder as JSON")
     stats.add_argument("folder", type=Path)
@@ -151,16 +157,10 @@ def _run(args: argparse.Namespace) -> object:
     return {"repo_id": args.repo_id, "commit_url": url}
 
 
-def main(argv: list[str] | None = None) -> int:
+@cli_boundary("vip5-data")
+def main(argv: list[str]) -> None:
     """Entry point of the `vip5-data` console script; prints a JSON result, or a one-line error (exit code 1)."""
-    args = _parser().parse_args(argv)
-    try:
-        result = _run(args)
-    except (DataFormatError, FileNotFoundError, ValueError, KeyError) as err:
-        print(f"vip5-data {args.command}: error: {err}", file=sys.stderr)
-        return 1
-    print(json.dumps(result, indent=2, sort_keys=True))
-    return 0
+    print(json.dumps(_run(_parser().parse_args(argv)), indent=2, sort_keys=True))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ paper's numbers are shown next to ours with a plain statement of whether the two
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from huggingface_hub.dataclasses import strict
 from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
 
 from data_builders.atomic import write_text_atomic
+from data_builders.errors import add_debug_argument, cli_boundary
+from training.preflight import check_output_file, check_repo_id
 from training.ranking import REPORTED_CUTOFFS
 from training.results import (
     BASELINE_PROTOCOLS,
@@ -254,18 +257,28 @@ def write_model_card(
     return card
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Command line: `python -m model_cards.model_card results.json out/README.md --model-id org/name`."""
-    parser = argparse.ArgumentParser(description="Write a VIP5 model card from an evaluation-results JSON file.")
-    parser.add_argument("results", help="evaluation-results JSON written by vip5-evaluate")
-    parser.add_argument("output", help="where to write the card (README.md of the model folder)")
+@cli_boundary("vip5-card")
+def main(argv: list[str]) -> None:
+    """Command line: `vip5-card results.json out/README.md --model-id org/name`; checks the paths and ids first."""
+    parser = argparse.ArgumentParser(prog="vip5-card",
+                                     description="Write a VIP5 model card from an evaluation-results JSON file.")
+    parser.add_argument("results", type=Path, help="evaluation-results JSON written by vip5-evaluate")
+    parser.add_argument("output", help="where to write the card (README.md of the model folder), atomically")
     parser.add_argument("--model-id", required=True, help="Hub id of the model, e.g. org/vip5-small-beauty")
     parser.add_argument("--dataset-id", help="Hub id of the dataset (default: the dataset name in the results)")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
+    if not args.results.is_file():
+        raise FileNotFoundError(f"{args.results}: no such results file" if not args.results.exists() else
+                                f"{args.results}: is a folder; give the results JSON written by vip5-evaluate")
+    check_output_file("output", args.output)
+    check_repo_id("--model-id", args.model_id)
+    if args.dataset_id:
+        check_repo_id("--dataset-id", args.dataset_id)
     write_model_card(args.results, args.output, model_id=args.model_id, dataset_id=args.dataset_id)
 
 
 __all__ = ["PaperResult", "build_model_card", "eval_results", "load_paper_results", "main", "write_model_card"]
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,11 +14,14 @@ projections `SelfAttention.o`, `EncDecAttention.o` and the FFN output projection
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers import T5ForConditionalGeneration
 from transformers import initialization as init
+from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 from transformers.models.t5.modeling_t5 import T5LayerNorm
 
@@ -171,16 +174,19 @@ class VIP5ForConditionalGeneration(T5ForConditionalGeneration):
                 f"image_features has batch size {image_features.shape[0]} but input_ids has {num_placeholders.shape[0]}"
             )
         k = self.config.num_image_tokens
-        if image_features_mask is None:
+        if image_features_mask is None:  # every row is an item: the counts must agree exactly, both ways
             rows = torch.full_like(num_placeholders, image_features.shape[1])
+            wrong = num_placeholders != rows * k
         else:
             rows = image_features_mask.sum(dim=1)
-        too_many = num_placeholders > rows * k
-        if bool(too_many.any()):
-            b = int(too_many.nonzero()[0, 0])
+            wrong = num_placeholders > rows * k
+        if bool(wrong.any()):
+            b = int(wrong.nonzero()[0, 0])
+            fewer = bool(num_placeholders[b] > rows[b] * k)
+            padding = "" if fewer else ": say which rows are padding with image_features_mask (as the processor does)"
             raise ValueError(
-                f"example {b} has {int(num_placeholders[b])} image placeholders but only {int(rows[b])} image-feature "
-                f"rows, i.e. at most {int(rows[b]) * k} image tokens with k={k}"
+                f"example {b} has {int(num_placeholders[b])} image placeholders but {'only ' if fewer else ''}"
+                f"{int(rows[b])} image-feature rows, i.e. {int(rows[b]) * k} image tokens with k={k}{padding}"
             )
         return self.visual_embedding(image_features.to(self.visual_embedding.fc1.weight.dtype))
 
@@ -195,7 +201,7 @@ class VIP5ForConditionalGeneration(T5ForConditionalGeneration):
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.BoolTensor | None = None,
         encoder_outputs: tuple | BaseModelOutput | None = None,
-        past_key_values=None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         decoder_inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
@@ -213,7 +219,13 @@ class VIP5ForConditionalGeneration(T5ForConditionalGeneration):
             True for real rows of `image_features`.
         labels (`torch.LongTensor` of shape `(batch_size, target_length)`, *optional*):
             Target ids, -100 where ignored. The loss is normalised as `config.loss_normalization` says.
+        cache (`EncoderDecoderCache`, *optional*):
+            The decoder's key/value cache (transformers >= 5.24 name; `past_key_values` still works, with T5's warning).
         """
+        if "past_key_values" in kwargs:  # the old name: T5 would see both names and ignore it, so rename it here
+            warnings.warn("`past_key_values` is deprecated for `VIP5ForConditionalGeneration.forward`, as for T5 since "
+                          "transformers 5.24. Use `cache` instead.", FutureWarning, stacklevel=2)
+            cache = kwargs.pop("past_key_values") if cache is None else cache
         if encoder_outputs is None:
             encoder_outputs = self.get_encoder()(
                 input_ids=input_ids,
@@ -232,7 +244,7 @@ class VIP5ForConditionalGeneration(T5ForConditionalGeneration):
             decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_attention_mask,
             encoder_outputs=encoder_outputs,
-            past_key_values=past_key_values,
+            cache=cache,
             decoder_inputs_embeds=decoder_inputs_embeds,
             use_cache=use_cache,
             **kwargs,

@@ -8,12 +8,15 @@ VIP5 decodes item ids as text ("1234" + `</s>`). The original decoded freely, so
 - `score_candidates` / `rank_candidates`: the exact log-likelihood of every candidate id given the prompt. The encoder
   runs once per example and the cross-attention keys/values once per example too; the candidates then share them as
   stride-0 views, so scoring 100 candidates costs little more than one decoder pass over their tokens.
+- `rank_items`: those scores turned into the k best items with their scores, optionally without some (the user's
+  history); over the whole catalogue it is the exact full ranking (vip5-evaluate's `full_ranking`, the pipeline's).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
@@ -193,6 +196,46 @@ def generate_ranked_items(
     return results
 
 
+@dataclass
+class _Primed:
+    """The encoder pass and the decoder's first step of a batch, shared by every candidate of every example."""
+
+    model: Any
+    hidden: torch.Tensor
+    mask: torch.Tensor
+    cache: EncoderDecoderCache
+    first_log_probs: torch.Tensor  # [batch, vocab]: log-probs of every candidate's first token
+
+    @classmethod
+    def of(cls, model, inputs: Mapping[str, torch.Tensor]) -> _Primed:
+        encoder_inputs = {k: v for k, v in inputs.items() if k in ENCODER_INPUTS}
+        encoder_outputs = model.get_encoder()(**encoder_inputs)
+        hidden, mask = encoder_outputs.last_hidden_state, encoder_inputs["attention_mask"]
+        start = torch.full((hidden.shape[0], 1), model.config.decoder_start_token_id, device=hidden.device)
+        primed = model(encoder_outputs=encoder_outputs, attention_mask=mask, decoder_input_ids=start, use_cache=True,
+                       cache=EncoderDecoderCache(DynamicCache(), DynamicCache()))
+        return cls(model, hidden, mask, primed.cache, torch.log_softmax(primed.logits[:, 0].float(), dim=-1))
+
+    def score(self, b: int, candidates: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Exact log-likelihoods of example b's candidates (token lists ending with `</s>`): the first token from the
+        shared step, the rest in one decoder pass whose caches are example b's, seen as stride-0 views."""
+        labels = _pad([list(c) for c in candidates], -100).to(self.hidden.device)
+        score = self.first_log_probs[b, labels[:, 0]]
+        if labels.shape[1] > 1:
+            n, config = labels.shape[0], self.model.config
+            cache = EncoderDecoderCache(*(_shared_cache(c, b, n) for c in (
+                self.cache.self_attention_cache, self.cache.cross_attention_cache)))
+            logits = self.model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=self.hidden[b : b + 1].expand(n, -1, -1)),
+                attention_mask=self.mask[b : b + 1].expand(n, -1),
+                decoder_input_ids=labels[:, :-1].clamp(min=config.pad_token_id), cache=cache, use_cache=True,
+            ).logits
+            rest = labels[:, 1:]
+            token_scores = torch.log_softmax(logits.float(), dim=-1).gather(-1, rest.clamp(min=0).unsqueeze(-1))
+            score = score + (token_scores.squeeze(-1) * (rest != -100)).sum(dim=1)
+        return score
+
+
 @torch.no_grad()
 def score_candidates(
     model, inputs: Mapping[str, torch.Tensor], candidate_token_ids: Sequence[Sequence[Sequence[int]]],
@@ -203,39 +246,39 @@ def score_candidates(
     `candidate_token_ids[b]` lists the target token sequences (ending with `</s>`) to score for example b. The sum of
     token log-probabilities is the exact sequence probability that beam search approximates.
     """
-    encoder_inputs = {k: v for k, v in inputs.items() if k in ENCODER_INPUTS}
-    encoder_outputs = model.get_encoder()(**encoder_inputs)
-    hidden, mask = encoder_outputs.last_hidden_state, encoder_inputs["attention_mask"]
-    start = torch.full((hidden.shape[0], 1), model.config.decoder_start_token_id, device=hidden.device)
-    # One decoder step from the start token serves every candidate: its log-probs score their first tokens, and its
-    # self- and cross-attention caches are shared by all candidates of the example as stride-0 views.
-    primed = model(
-        encoder_outputs=encoder_outputs, attention_mask=mask, decoder_input_ids=start, use_cache=True,
-        past_key_values=EncoderDecoderCache(DynamicCache(), DynamicCache()),
-    )
-    first_log_probs = torch.log_softmax(primed.logits[:, 0].float(), dim=-1)
+    primed = _Primed.of(model, inputs)
     scores = []
     for b, candidates in enumerate(candidate_token_ids):
-        per_example = []
-        for offset in range(0, len(candidates), chunk_size):
-            labels = _pad([list(c) for c in candidates[offset : offset + chunk_size]], -100).to(hidden.device)
-            score = first_log_probs[b, labels[:, 0]]
-            if labels.shape[1] > 1:
-                n = labels.shape[0]
-                cache = EncoderDecoderCache(*(_shared_cache(c, b, n) for c in (
-                    primed.past_key_values.self_attention_cache, primed.past_key_values.cross_attention_cache)))
-                logits = model(
-                    encoder_outputs=BaseModelOutput(last_hidden_state=hidden[b : b + 1].expand(n, -1, -1)),
-                    attention_mask=mask[b : b + 1].expand(n, -1),
-                    decoder_input_ids=labels[:, :-1].clamp(min=model.config.pad_token_id),
-                    past_key_values=cache, use_cache=True,
-                ).logits
-                rest = labels[:, 1:]
-                token_scores = torch.log_softmax(logits.float(), dim=-1).gather(-1, rest.clamp(min=0).unsqueeze(-1))
-                score = score + (token_scores.squeeze(-1) * (rest != -100)).sum(dim=1)
-            per_example.append(score)
-        scores.append(torch.cat(per_example))
+        chunks = [primed.score(b, candidates[i : i + chunk_size]) for i in range(0, len(candidates), chunk_size)]
+        scores.append(torch.cat(chunks) if chunks else primed.first_log_probs.new_zeros(0))
     return scores
+
+
+@torch.no_grad()
+def top_k_exact(model, inputs: Mapping[str, torch.Tensor], candidates: Sequence[Sequence[int]],
+                item_tokens: Mapping[int, Sequence[int]], k: int, excluded: Sequence[Collection[int]],
+                chunk_size: int = 64) -> list[ScoredItems]:
+    """The k best candidates by exact log-likelihood without scoring them all: a sequence's log-likelihood never
+    exceeds its first token's, so candidates are scored best bound first and the search stops once the k-th best
+    exact score beats every remaining bound. The result equals `top_scored` over all scores (ties keep candidate
+    order); on a catalogue of one-token ids it scores a few dozen items instead of all of them."""
+    primed, results = _Primed.of(model, inputs), []
+    for b, (row, skip) in enumerate(zip(candidates, excluded, strict=True)):
+        keep = [j for j, item in enumerate(row) if item not in skip]
+        first = torch.tensor([item_tokens[row[j]][0] for j in keep], dtype=torch.long)
+        bounds = primed.first_log_probs[b, first.to(primed.first_log_probs.device)].cpu()
+        order = bounds.argsort(descending=True, stable=True).tolist()
+        scored: dict[int, float] = {}
+        for start in range(0, len(order), chunk_size):
+            if len(scored) >= k and sorted(scored.values(), reverse=True)[k - 1] > bounds[order[start]]:
+                break
+            chunk = order[start : start + chunk_size]
+            exact = primed.score(b, [item_tokens[row[keep[j]]] for j in chunk]).tolist()
+            scored.update(zip(chunk, exact, strict=True))
+        positions = sorted(scored)  # candidate order, so ties break as in `top_scored`
+        subset = top_scored([row[keep[j]] for j in positions], torch.tensor([scored[j] for j in positions]), k)
+        results.append(subset)
+    return results
 
 
 def _shared_cache(cache: DynamicCache, b: int, n: int) -> DynamicCache:
@@ -246,13 +289,44 @@ def _shared_cache(cache: DynamicCache, b: int, n: int) -> DynamicCache:
     return shared
 
 
+@dataclass(frozen=True)
+class ScoredItems:
+    """One example's items best first, each with its exact log-likelihood given the prompt."""
+
+    items: list[int]
+    scores: list[float]
+
+
+def top_scored(items: Sequence[int], scores: torch.Tensor, k: int | None = None,
+               excluded: Collection[int] = ()) -> ScoredItems:
+    """The k best `items` by score (all by default), never an excluded one; ties keep the order of `items`."""
+    keep = [j for j, item in enumerate(items) if item not in excluded] if excluded else list(range(len(items)))
+    kept = scores[keep] if keep else scores.new_zeros(0)
+    order = kept.argsort(descending=True, stable=True)[:k].tolist()
+    return ScoredItems(items=[items[keep[j]] for j in order], scores=kept[order].tolist())
+
+
+def rank_items(
+    model, inputs: Mapping[str, torch.Tensor], candidates: Sequence[Sequence[int]],
+    item_tokens: Mapping[int, Sequence[int]], k: int | None = None, excluded: Sequence[Collection[int]] | None = None,
+    chunk_size: int = 128,
+) -> list[ScoredItems]:
+    """Per example, its candidate item ids ranked by exact log-likelihood (`score_candidates`), the k best, none of
+    `excluded[b]`. `item_tokens` maps every candidate to its target tokens (`item_token_ids`, computed once per
+    catalogue); with the whole catalogue as every example's candidates this is the full ranking."""
+    excluded = excluded if excluded is not None else [()] * len(candidates)
+    if k is not None:
+        return top_k_exact(model, inputs, candidates, item_tokens, k, excluded)
+    scores = score_candidates(model, inputs, [[item_tokens[i] for i in row] for row in candidates], chunk_size)
+    return [top_scored(row, s, k, e) for row, s, e in zip(candidates, scores, excluded, strict=True)]
+
+
 def rank_candidates(
     model, inputs: Mapping[str, torch.Tensor], candidates: Sequence[Sequence[int]], tokenizer, chunk_size: int = 128,
 ) -> list[list[int]]:
     """Candidates (item ids) of each example sorted by the model's likelihood, best first."""
     tokens = item_token_ids(tokenizer, sorted({i for row in candidates for i in row}))
-    scores = score_candidates(model, inputs, [[tokens[i] for i in row] for row in candidates], chunk_size=chunk_size)
-    return [[row[j] for j in s.argsort(descending=True, stable=True).tolist()] for row, s in zip(candidates, scores, strict=True)]
+    return [r.items for r in rank_items(model, inputs, candidates, tokens, chunk_size=chunk_size)]
 
 
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
@@ -263,6 +337,6 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
 
 
 __all__ = [
-    "ItemTrie", "ParsedOutputs", "generate_ranked_items", "item_token_ids", "parse_item_id", "parse_outputs",
-    "rank_candidates", "score_candidates", "valid_share",
+    "ItemTrie", "ParsedOutputs", "ScoredItems", "generate_ranked_items", "item_token_ids", "parse_item_id",
+    "parse_outputs", "rank_candidates", "rank_items", "score_candidates", "top_k_exact", "top_scored", "valid_share",
 ]

@@ -15,6 +15,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+# The original implementation's tiny checkpoint and outputs, vendored from shared/golden (see its README).
+GOLDEN = Path(__file__).resolve().parent / "golden" / "vip5-tiny-original"
 
 
 @pytest.fixture(autouse=True)
@@ -37,8 +39,9 @@ def require_shared(*parts: str) -> Path:
 
 
 def assert_matches_golden(model, golden: dict[str, torch.Tensor]) -> None:
-    """The original code's outputs (shared/golden): encoder states, logits, paper loss, greedy ids."""
+    """The original code's outputs (tests/golden): encoder states, logits, paper loss, greedy ids."""
     inputs = {k: golden[k] for k in ("input_ids", "attention_mask", "whole_word_ids", "category_ids")}
+    inputs["image_features_mask"] = golden_image_features_mask(golden, model.config)
     with torch.no_grad():
         out = model(**inputs, image_features=golden["vis_feats"], labels=golden["labels"])
     torch.testing.assert_close(out.encoder_last_hidden_state, golden["encoder_last_hidden_state"], atol=1e-5, rtol=0)
@@ -46,6 +49,13 @@ def assert_matches_golden(model, golden: dict[str, torch.Tensor]) -> None:
     torch.testing.assert_close(out.loss, golden["loss_paper"].squeeze(), atol=1e-5, rtol=1e-5)
     generated = model.generate(**inputs, image_features=golden["vis_feats"], max_length=6, do_sample=False)
     assert torch.equal(generated, golden["greedy_generate"])
+
+
+def golden_image_features_mask(golden: dict[str, torch.Tensor], config) -> torch.Tensor:
+    """Which `vis_feats` rows are items (the rest are zero padding, as in the original's batches): the first
+    placeholders / k rows of each example."""
+    items = (golden["input_ids"] == config.image_token_id).sum(dim=1) // config.num_image_tokens
+    return torch.arange(golden["vis_feats"].shape[1]) < items.unsqueeze(1)
 
 
 def tiny_config_kwargs(**overrides) -> dict:

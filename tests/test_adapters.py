@@ -146,6 +146,7 @@ def test_saved_adapter_reloads_in_a_new_process_with_identical_outputs(tiny_mode
     torch.save({"batch": batch, "labels": LABELS, **expected}, tmp_path / "expected.pt")
     script = f"""
 import torch
+torch.set_num_threads({torch.get_num_threads()})  # bit-identical sums need the parent's thread count
 import modeling_vip5
 from peft import PeftModel
 from modeling_vip5 import VIP5ForConditionalGeneration

@@ -7,14 +7,15 @@ import re
 
 import pytest
 import torch
-from conftest import assert_matches_golden, require_shared, tiny_config_kwargs
+from conftest import GOLDEN, assert_matches_golden, tiny_config_kwargs
 from peft import PeftModel
 from safetensors.torch import load_file
 from test_modeling import OriginalAdapter, make_batch
 from transformers import T5Config, T5ForConditionalGeneration
 
 from modeling_vip5 import VIP5Config, VIP5ForConditionalGeneration
-from training.convert import ConversionError, convert_p5_checkpoint, convert_vip5_snapshot, main
+from training.convert import ConversionError, convert_p5_checkpoint, convert_vip5_snapshot
+from training.convert_cli import main
 
 TASKS = ("sequential", "direct", "explanation")
 LABELS = torch.tensor([[11, 12, 1], [13, 1, -100]])
@@ -177,7 +178,7 @@ def test_unknown_missing_and_misshaped_keys_are_all_listed(original, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_differing_task_adapters_are_reported_and_one_copy_can_be_chosen(original, tmp_path):
+def test_differing_task_adapters_are_reported_and_one_copy_can_be_chosen(original, tmp_path, capsys):
     model, adapters, path = original
     state = torch.load(path, weights_only=True)
     module = "decoder.block.1.layer.1.EncDecAttention.o"
@@ -188,8 +189,8 @@ def test_differing_task_adapters_are_reported_and_one_copy_can_be_chosen(origina
         convert_vip5_snapshot(path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
-    with pytest.raises(SystemExit, match="vip5-convert: .*separate adapters per task"):
-        main(["vip5", str(path), str(tmp_path / "out")])
+    assert main(["vip5", str(path), str(tmp_path / "out")]) == 1
+    assert re.fullmatch(r"vip5-convert: error: .*separate adapters per task.*\n", capsys.readouterr().err)
     main(["vip5", str(path), str(tmp_path / "out"), "--task", "explanation"])
     adapter = load_file(tmp_path / "out" / "adapter" / "adapter_model.safetensors")
     assert torch.equal(adapter[f"base_model.model.{module}.vip5_up.weight"], explanation)
@@ -197,7 +198,7 @@ def test_differing_task_adapters_are_reported_and_one_copy_can_be_chosen(origina
         convert_vip5_snapshot(path, tmp_path / "out2", task="review")
 
 
-def test_untied_embeddings_and_unreadable_files_are_reported(original, tmp_path):
+def test_untied_embeddings_and_unreadable_files_are_reported(original, tmp_path, capsys):
     model, adapters, path = original
     state = torch.load(path, weights_only=True)
     state["module.lm_head.weight"] = state["module.lm_head.weight"] + 1.0
@@ -206,8 +207,8 @@ def test_untied_embeddings_and_unreadable_files_are_reported(original, tmp_path)
         convert_vip5_snapshot(path, tmp_path / "out")
     text = tmp_path / "notes.pth"
     text.write_text("not a checkpoint")
-    with pytest.raises(SystemExit, match=f"vip5-convert: {re.escape(str(text))}: cannot be read"):
-        main(["vip5", str(text), str(tmp_path / "out")])
+    assert main(["vip5", str(text), str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err.startswith(f"vip5-convert: error: {text}: cannot be read")
     torch.save({"model": {"a": 1}}, text)
     with pytest.raises(ConversionError, match="expected a state dict"):
         convert_vip5_snapshot(text, tmp_path / "out")
@@ -274,8 +275,8 @@ def test_p5_conversion_rejects_vip5_keys_and_lists_missing_ones(original, tmp_pa
 
 
 def test_golden_original_checkpoint_converts_and_reproduces_the_original(tmp_path):
-    """The original code's own snapshot and outputs (shared/golden), through the console script and PEFT loading."""
-    folder = require_shared("golden", "vip5-tiny-original")
+    """The original code's own snapshot and outputs (tests/golden), through the console script and PEFT loading."""
+    folder = GOLDEN
     golden = load_file(str(folder / "golden.safetensors"))
     main(["vip5", str(folder / "vip5_tiny_original.pth"), str(tmp_path / "out"), "--image-feature-type", "toy"])
     model = load_converted(tmp_path / "out")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_matches_golden, require_shared, tiny_config_kwargs
+from conftest import GOLDEN, assert_matches_golden, golden_image_features_mask, tiny_config_kwargs
 from torch import nn
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, LogitsProcessor, LogitsProcessorList
 from transformers.activations import ACT2FN
@@ -87,10 +87,10 @@ class OriginalAdapter(nn.Module):
 
 
 def test_matches_the_original_implementation_on_golden_tensors():
-    """Hidden states, logits, token losses, the paper loss and greedy ids of the original code (shared/golden)."""
+    """Hidden states, logits, token losses, the paper loss and greedy ids of the original code (tests/golden)."""
     from safetensors.torch import load_file
 
-    folder = require_shared("golden", "vip5-tiny-original")
+    folder = GOLDEN
     spec = json.loads((folder / "config.json").read_text())
     golden = load_file(str(folder / "golden.safetensors"))
     state = torch.load(folder / "vip5_tiny_original.pth", weights_only=True)
@@ -110,6 +110,7 @@ def test_matches_the_original_implementation_on_golden_tensors():
 
     assert_matches_golden(model, golden)
     inputs = {k: golden[k] for k in ("input_ids", "attention_mask", "whole_word_ids", "category_ids")}
+    inputs["image_features_mask"] = golden_image_features_mask(golden, config)
     model.config.loss_normalization = "example_mean"
     with torch.no_grad():
         example_mean = model(**inputs, image_features=golden["vis_feats"], labels=golden["labels"]).loss

@@ -6,7 +6,7 @@ import pytest
 import torch
 from test_modeling import make_batch
 
-from modeling_vip5.ranking import ItemTrie, generate_ranked_items, score_candidates
+from modeling_vip5.ranking import ItemTrie, generate_ranked_items, score_candidates, top_k_exact, top_scored
 
 # item id -> target tokens (ending with </s> = 1); 17 is a prefix of 17 40 (two items share a start)
 ITEMS = {101: [17, 1], 102: [17, 40, 1], 103: [18, 41, 1], 104: [19, 1], 105: [18, 42, 1]}
@@ -81,3 +81,18 @@ def test_free_beams_are_parsed_against_each_examples_own_valid_ids(tiny_model):
     with pytest.raises(ValueError, match="valid_ids: 1 collections for 2 examples"):
         generate_ranked_items(tiny_model, batch, tokenizer=FirstTokenTokenizer(), num_beams=4, max_new_tokens=2,
                               valid_ids=[vocabulary])
+
+
+@pytest.mark.parametrize("k", [1, 3, 6])
+def test_pruned_top_k_equals_the_top_of_every_score(tiny_model, k):
+    """`top_k_exact` scores candidates best bound first and stops early; its top k (items, scores, tie order) must be
+    what scoring every candidate gives, with exclusions, over one- and multi-token ids (ITEMS mixes both)."""
+    batch = make_batch(tiny_model.config)
+    row = list(ITEMS)
+    excluded = [{row[0]}, set()]
+    everything = score_candidates(tiny_model, batch, [list(ITEMS.values())] * 2)
+    pruned = top_k_exact(tiny_model, batch, [row, row], ITEMS, k, excluded, chunk_size=1)
+    for b in range(2):
+        expected = top_scored(row, everything[b], k, excluded[b])
+        assert pruned[b].items == expected.items
+        torch.testing.assert_close(torch.tensor(pruned[b].scores), torch.tensor(expected.scores), atol=1e-5, rtol=0)

@@ -12,11 +12,8 @@ error, and per-task adapters that differ are reported instead of merged.
 
 from __future__ import annotations
 
-import argparse
-import json
 import pickle
 import re
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -392,35 +389,3 @@ def convert_p5_checkpoint(
         replace_dir(staging / "model", output)
     return dict(base=str(output), num_image_tokens=num_image_tokens, image_feature_type=image_feature_type,
                 whole_word_rows_copied=int(base["whole_word_embeddings.weight"].shape[0]), seed=seed)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="vip5-convert", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    vip5 = commands.add_parser("vip5", help="original VIP5 snapshot -> OUTPUT/base + OUTPUT/adapter")
-    vip5.add_argument("snapshot", type=Path, help="original .pth (e.g. snap/.../BEST_EVAL_LOSS.pth)")
-    vip5.add_argument("output", type=Path, help="folder to create (replaced only once complete)")
-    vip5.add_argument("--task", help="take this task's adapter copy when the per-task copies differ")
-    vip5.add_argument("--image-feature-type", help="CLIP type to record (default: from the feature width)")
-    vip5.add_argument("--base-model-id", help="base model recorded in adapter_config.json, e.g. a Hub id")
-    p5 = commands.add_parser("p5", help="P5 checkpoint -> OUTPUT (VIP5 base model)")
-    p5.add_argument("checkpoint", type=Path, help="P5 .pth")
-    p5.add_argument("output", type=Path, help="folder to create (replaced only once complete)")
-    p5.add_argument("--num-image-tokens", type=int, default=2, help="k, image tokens per item")
-    p5.add_argument("--image-feature-type", choices=sorted(IMAGE_FEATURE_DIMS), default="vitb32")
-    p5.add_argument("--seed", type=int, default=0, help="seed of the fresh VIP5 additions")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "vip5":
-            summary = convert_vip5_snapshot(args.snapshot, args.output, task=args.task,
-                                            image_feature_type=args.image_feature_type, base_model_id=args.base_model_id)
-        else:
-            summary = convert_p5_checkpoint(args.checkpoint, args.output, num_image_tokens=args.num_image_tokens,
-                                            image_feature_type=args.image_feature_type, seed=args.seed)
-    except ConversionError as error:
-        sys.exit(f"vip5-convert: {error}")
-    print(json.dumps(summary, indent=2))
-
-
-if __name__ == "__main__":
-    main()

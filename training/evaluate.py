@@ -18,11 +18,9 @@ fixed ones unless `--redraw-candidates` asks for the original behaviour.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
-import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +49,7 @@ from modeling_vip5.ranking import (
     generate_ranked_items,
     item_token_ids,
     rank_candidates,
-    score_candidates,
+    rank_items,
 )
 
 from .baselines import RandomBaseline, TransitionBaseline
@@ -75,6 +73,7 @@ TASKS = ("sequential", "direct", "explanation")
 DEFAULT_TEMPLATES = ("A-3", "B-5", "C-3", "A-9", "B-8", "C-12")
 # Model protocols that `--protocols` selects; explanation `generation` runs when `--generate` gives settings.
 SELECTABLE_PROTOCOLS = ("paper", "constrained", "full_ranking", "scoring")
+IMAGE_FEATURE_MODES = ("real", "shuffled")
 # The original's generate() calls (spec §1.11): 20-beam search for ranking; for explanation the T5 config defaults,
 # i.e. greedy with max_length 20, the decoder start token included.
 PAPER_BEAM_SEARCH = {"num_beams": 20, "num_return_sequences": 20, "max_length": 50, "no_repeat_ngram_size": 0,
@@ -114,6 +113,8 @@ class EvaluateConfig:
     max_examples: int = 0
     exclude_history: bool = False
     redraw_candidates: bool = False
+    image_features: str = "real"  # real | shuffled: the photographed items' feature rows permuted (seeded), an ablation
+    max_history: int = 0  # sequential prompts keep the latest N history items (0 = all); match the training setting
     scoring_chunk_size: int = 128
     max_input_length: int = 1024
     max_target_length: int = 64
@@ -141,6 +142,8 @@ class EvaluateConfig:
         refused = {t: NOT_EVALUATED[t] for t in self.templates if t in NOT_EVALUATED}
         if refused:
             raise ValueError(f"templates: cannot evaluate {refused}")
+        if self.image_features not in IMAGE_FEATURE_MODES:
+            raise ValueError(f"image_features: expected one of {IMAGE_FEATURE_MODES}, got {self.image_features!r}")
         if self.split not in ("validation", "test"):
             raise ValueError(f"split: expected validation or test, got {self.split!r}")
         if self.truncation not in TRUNCATIONS:
@@ -148,8 +151,9 @@ class EvaluateConfig:
         for name in ("batch_size", "scoring_chunk_size", "max_input_length", "max_target_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
-        if self.max_examples < 0:
-            raise ValueError(f"max_examples: must be 0 (all) or positive, got {self.max_examples}")
+        for name in ("max_examples", "max_history"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be 0 (all) or positive, got {getattr(self, name)}")
         defaults = GenerationConfig()
         unknown = sorted(key for key in self.generate if not hasattr(defaults, key))
         if unknown:
@@ -274,6 +278,8 @@ def load_evaluation_data(config: EvaluateConfig, processor: VIP5Processor) -> Ev
     sequential, items = load("sequential"), load("items", "train")
     users = load("users", "train") if "users" in built else None
     attach_item_features(processor, items, config.dataset, config.domain, config.image_encoder, **hub)
+    if config.image_features == "shuffled":
+        shuffle_item_features(processor, config.seed)
 
     rows = {"sequential": sequential[config.split]}
     if "direct" in config.tasks:
@@ -297,6 +303,16 @@ def load_evaluation_data(config: EvaluateConfig, processor: VIP5Processor) -> Ev
     )
 
 
+def shuffle_item_features(processor: VIP5Processor, seed: int) -> None:
+    """Give every photographed item another photographed item's features (a seeded permutation): the same model and
+    prompts with image tokens that no longer describe their items, to measure what the images contribute."""
+    extractor = processor.feature_extractor
+    table, mask = np.array(extractor.item_features), extractor._item_has_image
+    rows = np.flatnonzero(mask) if mask is not None else np.arange(1, len(table))
+    table[rows] = table[np.random.default_rng(seed).permutation(rows)]
+    extractor.set_item_features(table, mask)
+
+
 def examples_for(family: str, template_id: str, data: EvaluationData, config: EvaluateConfig) -> list[Example]:
     """The fixed examples of one template; with `redraw_candidates`, direct negatives drawn afresh as the original did
     (seeded per user, so a rerun draws the same ones)."""
@@ -307,7 +323,11 @@ def examples_for(family: str, template_id: str, data: EvaluationData, config: Ev
             np.random.default_rng([config.seed, int(row["user_id"])]), position[int(row["user_id"])],
             len(row["negatives"]))} for row in rows]
         return evaluation_examples(family, template_id, redrawn, data.tables, config.seed)
-    return evaluation_examples(family, template_id, rows, data.tables, config.seed)
+    examples = evaluation_examples(family, template_id, rows, data.tables, config.seed)
+    if config.max_history and family == "sequential":
+        examples = [dataclasses.replace(e, fields={**e.fields, "history": list(e.fields["history"])[-config.max_history:]})
+                    for e in examples]
+    return examples
 
 
 # ---------------------------------------------------------------- protocols
@@ -328,7 +348,7 @@ class ProtocolRunner:
         self.catalogue = list(catalogue)
         self.catalogue_ids = frozenset(self.catalogue)
         self._trie: ItemTrie | None = None
-        self._catalogue_tokens: list[list[int]] | None = None
+        self._catalogue_tokens: dict[int, list[int]] | None = None
 
     @property
     def trie(self) -> ItemTrie:
@@ -337,10 +357,9 @@ class ProtocolRunner:
         return self._trie
 
     @property
-    def catalogue_tokens(self) -> list[list[int]]:
+    def catalogue_tokens(self) -> dict[int, list[int]]:
         if self._catalogue_tokens is None:
-            tokens = item_token_ids(self.tokenizer, self.catalogue)
-            self._catalogue_tokens = [tokens[i] for i in self.catalogue]
+            self._catalogue_tokens = item_token_ids(self.tokenizer, self.catalogue)
         return self._catalogue_tokens
 
     def excluded(self, example: Example) -> set[int]:
@@ -372,7 +391,7 @@ class ProtocolRunner:
                                      max_new_tokens=None, **PAPER_BEAM_SEARCH)
 
     def _constrained(self, batch: Sequence[Example], inputs) -> list[ParsedOutputs]:
-        depth = max(map(len, self.catalogue_tokens))
+        depth = max(map(len, self.catalogue_tokens.values()))
         return generate_ranked_items(
             self.model, inputs, trie=self.trie, num_beams=PAPER_BEAM_SEARCH["num_beams"],
             excluded=[self.excluded(e) for e in batch], max_new_tokens=depth, early_stopping=True,
@@ -380,17 +399,9 @@ class ProtocolRunner:
         )
 
     def _full_ranking(self, batch: Sequence[Example], inputs) -> list[ParsedOutputs]:
-        scores = score_candidates(self.model, inputs, [self.catalogue_tokens] * len(batch),
-                                  chunk_size=self.config.scoring_chunk_size)
-        outputs = []
-        catalogue = torch.tensor(self.catalogue)
-        for example, score in zip(batch, scores, strict=True):
-            excluded = self.excluded(example)
-            if excluded:
-                score = score.masked_fill(torch.isin(catalogue, torch.tensor(sorted(excluded))), -math.inf)
-            top = score.topk(min(RANKING_DEPTH, len(self.catalogue) - len(excluded))).indices.tolist()
-            outputs.append(_exact([self.catalogue[i] for i in top]))
-        return outputs
+        ranked = rank_items(self.model, inputs, [self.catalogue] * len(batch), self.catalogue_tokens, k=RANKING_DEPTH,
+                            excluded=[self.excluded(e) for e in batch], chunk_size=self.config.scoring_chunk_size)
+        return [_exact(r.items) for r in ranked]
 
     def _scoring(self, batch: Sequence[Example], inputs) -> list[ParsedOutputs]:
         rankings = rank_candidates(self.model, inputs, [e.fields["candidates"] for e in batch], self.tokenizer,
@@ -438,6 +449,10 @@ def protocol_settings(family: str, protocol: str, config: EvaluateConfig) -> dic
     """What qualifies a run's numbers beyond its protocol name, stored with them."""
     settings: dict[str, Any] = {"batch_size": config.batch_size, "max_input_length": config.max_input_length,
                                 "truncation": config.truncation}
+    if family == "sequential" and config.max_history:
+        settings["max_history"] = config.max_history
+    if config.image_features != "real":
+        settings["image_features"] = config.image_features
     if family == "direct":
         settings["candidates"] = "redrawn (seeded per user)" if config.redraw_candidates else "fixed by the dataset"
     if family == "sequential" and protocol != "paper":
@@ -459,7 +474,7 @@ def protocol_settings(family: str, protocol: str, config: EvaluateConfig) -> dic
 def model_protocols(family: str, config: EvaluateConfig) -> list[str]:
     """The model protocols of one family that this configuration runs."""
     if family == "explanation":
-        return (["paper"] if "paper" in config.protocols else []) + (["generation"] if config.generate else [])
+        return ["paper"] + (["generation"] if config.generate else [])  # greedy text is its one protocol
     defined = {"sequential": ("paper", "constrained", "full_ranking"), "direct": ("paper", "scoring")}[family]
     return [p for p in defined if p in config.protocols]
 
@@ -562,66 +577,17 @@ def write_outputs(evaluation: Evaluation, config: EvaluateConfig) -> None:
 # ---------------------------------------------------------------- command line
 
 
-def _setting(text: str) -> tuple[str, Any]:
-    """`KEY=VALUE` with VALUE read as JSON when it parses (numbers, true/false), else as a string."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
+def __getattr__(name: str) -> Any:
+    """`main` and `parse_args` (the console script, `accelerate launch -m training.evaluate`) live in
+    `training.evaluate_cli`; they stay importable from here."""
+    if name in ("main", "parse_args"):
+        from . import evaluate_cli
 
-
-def parse_args(argv: list[str] | None = None) -> EvaluateConfig:
-    defaults = EvaluateConfig(model="", dataset="")
-    parser = argparse.ArgumentParser(prog="vip5-evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="VIP5 model folder / Hub id, or a PEFT adapter folder")
-    parser.add_argument("--base-model", default="",
-                        help="base VIP5 folder / Hub id of an adapter (default: the one the adapter records)")
-    parser.add_argument("--processor", default="", help="processor folder (default: the model / adapter folder)")
-    parser.add_argument("--dataset", required=True, help="dataset folder or Hub id built by `vip5-data build`")
-    parser.add_argument("--dataset-revision", default="", help="Hub revision of the dataset")
-    parser.add_argument("--domain", default=defaults.domain)
-    parser.add_argument("--image-encoder", default=defaults.image_encoder, help="CLIP feature column of the items")
-    parser.add_argument("--split", default=defaults.split, choices=["validation", "test"])
-    parser.add_argument("--tasks", nargs="+", default=defaults.tasks, choices=TASKS)
-    parser.add_argument("--templates", nargs="+", default=defaults.templates,
-                        help="template ids (default: seen A-3 B-5 C-3, unseen A-9 B-8 C-12)")
-    parser.add_argument("--protocols", nargs="+", default=defaults.protocols, choices=SELECTABLE_PROTOCOLS,
-                        help="model protocols to run, in every family that defines them")
-    parser.add_argument("--no-baselines", dest="baselines", action="store_false",
-                        help="skip the popularity / transition / random baselines")
-    parser.add_argument("--generate", metavar="KEY=VALUE", nargs="+", type=_setting, default=[],
-                        help="explanation generation settings (e.g. num_beams=12 min_length=9): adds the `generation` "
-                             "protocol beside the paper's greedy decoding")
-    parser.add_argument("--exclude-history", action="store_true",
-                        help="constrained / full_ranking / baselines never rank the user's history items")
-    parser.add_argument("--redraw-candidates", action="store_true",
-                        help="direct: draw 99 negatives at random (seeded per user), as the original notebook")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--max-examples", type=int, default=defaults.max_examples,
-                        help="evaluate the first N examples of each template only (0 = all); for smoke runs")
-    parser.add_argument("--scoring-chunk-size", type=int, default=defaults.scoring_chunk_size,
-                        help="candidates per decoder pass in full_ranking / scoring")
-    parser.add_argument("--max-input-length", type=int, default=defaults.max_input_length)
-    parser.add_argument("--truncation", default=defaults.truncation, choices=TRUNCATIONS)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--cache-dir", default="", help="datasets cache folder")
-    parser.add_argument("--output", default=defaults.output,
-                        help="results JSON to write (vip5-train's push reads <output_dir>/evaluation.json)")
-    parser.add_argument("--predictions", default="", help="also write example-level outputs here (JSON lines)")
-    parser.add_argument("--model-card", default="", help="also write a model card (README.md) from the results")
-    parser.add_argument("--model-id", default="", help="Hub id the model card describes")
-    parser.add_argument("--dataset-id", default="", help="Hub id of the dataset for the card (default: --dataset)")
-    args = vars(parser.parse_args(argv))
-    args["generate"] = dict(args["generate"])
-    return EvaluateConfig(**args)
-
-
-def main(argv: list[str] | None = None) -> None:
-    run_evaluation(parse_args(argv))
+        return getattr(evaluate_cli, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":
-    main()
+    from training.evaluate_cli import main
+
+    raise SystemExit(main())

@@ -10,8 +10,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +25,17 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from tqdm.auto import tqdm
 from transformers import AutoConfig, get_linear_schedule_with_warmup
 
+from data_builders.errors import cli_boundary, removed_on_failure
 from data_builders.loading import load_config, load_item_features
-from modeling_vip5 import VIP5_MODULES_TO_SAVE, VIP5AdapterConfig, VIP5Config, VIP5ForConditionalGeneration
+from modeling_vip5 import VIP5_MODULES_TO_SAVE, Catalogue, VIP5AdapterConfig, VIP5Config, VIP5ForConditionalGeneration
+from modeling_vip5.pipeline_vip5 import save_pipeline_files
 from modeling_vip5.processing_vip5 import VIP5Processor
 
-from .config import TrainConfig, resolve_mixed_precision
-from .config import load_config as load_train_config
+from .batching import TaskBatchSampler
+from .config import TrainConfig, parse_command_line, resolve_mixed_precision
 from .examples import DomainTables, Example, TrainingExamples, evaluation_examples
+from .item_init import init_item_embeddings
+from .preflight import check_training_run, kept_after_failure
 from .push import assemble_repository, push_to_hub
 from .tracking import JSONLinesTracker, plot_training_curve
 
@@ -77,7 +84,8 @@ def load_data(config: TrainConfig, processor: VIP5Processor) -> tuple[TrainingEx
     tables = DomainTables.from_datasets(sequential, users, items)
     seen = {task: [t.id for t in processor.templates.values() if t.task == task and t.seen] for task in config.tasks}
     train = TrainingExamples(tables, seen, explanation["train"] if explanation is not None else None, config.seed,
-                             config.sequential_per_user, config.direct_per_user)
+                             config.sequential_per_user, config.direct_per_user,
+                             sequential_targets=config.sequential_targets, max_history=config.max_history)
     if len(train) == 0:
         raise ValueError(f"{config.dataset}: no training examples for tasks {config.tasks} (empty train splits?)")
     validation: list[Example] = []
@@ -175,8 +183,11 @@ class TrainingResult:
     folder: Path  # adapter (or full model) + processor, ready for `from_pretrained` / the Hub
 
 
-def train(config: TrainConfig) -> TrainingResult:
-    """Run training; returns the trained model and the folder with the adapter (or full model) and processor."""
+def train(config: TrainConfig, on_evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None
+          ) -> TrainingResult:
+    """Run training; returns the trained model and the folder with the adapter (or full model) and processor.
+    `on_evaluate(model)` runs beside the validation loss (every `eval_every` steps, the model in eval mode, no grad)
+    and its metrics are logged with it: e.g. ranking metrics on validation users, for a curve of HR against steps."""
     output = Path(config.output_dir)
     accelerator = Accelerator(
         mixed_precision=resolve_mixed_precision(config.mixed_precision),
@@ -188,14 +199,23 @@ def train(config: TrainConfig) -> TrainingResult:
     processor = VIP5Processor.from_pretrained(config.processor)
     train_examples, validation = load_data(config, processor)  # errors surface here, before any training
     base, new_base = build_base_model(config, processor)
+    if config.item_embedding_init:
+        count = init_item_embeddings(base, processor.tokenizer, train_examples.tables.train_sequences,
+                                     train_examples.tables.item_ids, config.seed)
+        accelerator.print(f"item embeddings: {count} single-token item ids start from the training co-purchase graph")
     base_source = str(output / "base-model") if new_base else config.model
     if new_base and config.method != "full" and accelerator.is_main_process:
         base.save_pretrained(base_source)
     base.name_or_path = base.config._name_or_path = base_source  # PEFT records it as the adapter's base model
     model = apply_tuning_method(base, config)
     collate = Collator(processor, config.max_input_length, config.truncation, config.max_target_length)
-    train_loader = torch.utils.data.DataLoader(train_examples, batch_size=config.per_device_batch_size, shuffle=True,
-                                               collate_fn=collate, num_workers=config.num_workers)
+    if config.batching == "task":  # one family per batch: far less padding (training/batching.py)
+        batches = TaskBatchSampler(train_examples, config.per_device_batch_size, config.seed)
+        train_loader = torch.utils.data.DataLoader(train_examples, batch_sampler=batches, collate_fn=collate,
+                                                   num_workers=config.num_workers)
+    else:
+        train_loader = torch.utils.data.DataLoader(train_examples, batch_size=config.per_device_batch_size,
+                                                   shuffle=True, collate_fn=collate, num_workers=config.num_workers)
     eval_loader = torch.utils.data.DataLoader(validation, batch_size=config.per_device_batch_size, collate_fn=collate)
     optimizer = torch.optim.AdamW(optimizer_groups(model, config.weight_decay), lr=config.learning_rate,
                                   eps=config.adam_epsilon)
@@ -251,7 +271,8 @@ def train(config: TrainConfig) -> TrainingResult:
                                  "examples_per_second": window_examples / elapsed}, step=step)
                 window_start, window_examples = time.perf_counter(), 0
             if config.eval_every and step % config.eval_every == 0:
-                accelerator.log({"eval_loss": evaluation_loss(model, eval_loader, accelerator)}, step=step)
+                accelerator.log({"eval_loss": evaluation_loss(model, eval_loader, accelerator)}
+                                | _extra_evaluation(model, accelerator, on_evaluate), step=step)
             if config.save_every and step % config.save_every == 0:
                 save_checkpoint(accelerator, output, step, epoch, config.keep_checkpoints)
             if step >= total_steps:
@@ -270,6 +291,8 @@ def train(config: TrainConfig) -> TrainingResult:
                                                     state_dict=accelerator.get_state_dict(model))
     if accelerator.is_main_process:
         processor.save_pretrained(final)
+        # the item catalogue and the pipeline code: `pipeline("vip5-recommendation", model=final)` needs nothing else
+        save_pipeline_files(final, Catalogue.from_dataset(config.dataset, config.domain, config.image_encoder))
         (output / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
         plot_training_curve(output / "logs" / "log.jsonl", output / "training_curve.png")
         if config.push_to_hub:
@@ -279,14 +302,35 @@ def train(config: TrainConfig) -> TrainingResult:
     return TrainingResult(accelerator.unwrap_model(model), final)
 
 
+def _extra_evaluation(model, accelerator: Accelerator, on_evaluate) -> dict[str, float]:
+    if on_evaluate is None:
+        return {}
+    model.eval()
+    with torch.no_grad():
+        metrics = on_evaluate(accelerator.unwrap_model(model))
+    model.train()
+    return metrics
+
+
 def _flat(values: dict) -> dict:
     """Tracker configs take scalars: lists and dicts become JSON strings."""
     return {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in values.items()}
 
 
-def main(argv: list[str] | None = None) -> None:
-    train(load_train_config(argv))
+@cli_boundary("vip5-train")
+def main(argv: list[str]) -> None:
+    """Settings, then the output folder, then local inputs, then Hub ids, all before anything is loaded; a failed run
+    leaves nothing behind but complete checkpoints (which `--resume-from latest` continues)."""
+    config, options = parse_command_line(argv)
+    if int(os.environ.get("RANK", "0")):  # another process of a distributed run: the main one owns the output folder
+        check_training_run(config, output_dir=False)
+        train(config)
+        return
+    check_training_run(config, overwrite=options.overwrite)
+    output = Path(config.output_dir)
+    with removed_on_failure(output, keep=kept_after_failure(output)):
+        train(config)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

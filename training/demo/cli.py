@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
+from data_builders.errors import add_debug_argument, cli_boundary, removed_on_failure
 from training.config import MIXED_PRECISIONS
 
 from .config import IMAGE_SOURCES, DemoConfig
@@ -28,6 +30,7 @@ def parse_args(argv: list[str] | None = None) -> DemoConfig:
     parser = argparse.ArgumentParser(prog="vip5-demo", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
+    add_debug_argument(parser)
     data = parser.add_argument_group("data")
     data.add_argument("--output", type=Path, default=defaults.output, help="output folder (default: %(default)s)")
     data.add_argument("--input", type=Path, help="P5-format domain folder (default: the embedded Beauty sample)")
@@ -41,7 +44,8 @@ def parse_args(argv: list[str] | None = None) -> DemoConfig:
                       help="open_clip weights, e.g. openai (default: randomly initialised CLIP, offline)")
     data.add_argument("--encoder", default=defaults.encoder, help="CLIP image encoder (default: %(default)s)")
     data.add_argument("--indexing", default=defaults.indexing,
-                      help="item ids: sequential_train_first | random | paper (default: %(default)s)")
+                      help="item ids: sequential_train_first | random | paper | collaborative | visual "
+                           "(default: %(default)s)")
     model = parser.add_argument_group("model and training")
     model.add_argument("--model", default=defaults.model,
                        help="pretrained T5 / VIP5 checkpoint, e.g. t5-small (default: a small backbone from scratch)")
@@ -49,8 +53,18 @@ def parse_args(argv: list[str] | None = None) -> DemoConfig:
                        help=f"geometry of the fresh backbone as JSON (default: {json.dumps(defaults.backbone)})")
     model.add_argument("--vocab-size", type=int, default=defaults.vocab_size, help="offline tokenizer size")
     model.add_argument("--num-image-tokens", type=int, default=defaults.num_image_tokens, help="k per item")
-    model.add_argument("--stage1-steps", type=int, default=defaults.stage1_steps, help="0 skips stage 1")
-    model.add_argument("--stage2-steps", type=int, default=defaults.stage2_steps)
+    model.add_argument("--sequential-steps", type=int, default=defaults.sequential_steps,
+                       help="stage 1 opens with sequential prompts alone, one per training position (default: "
+                            "%(default)s; 0 skips this phase)")
+    model.add_argument("--stage1-steps", type=int, default=defaults.stage1_steps,
+                       help="stage 1 then trains on all three families (default: %(default)s; 0 and "
+                            "--sequential-steps 0 skip stage 1)")
+    model.add_argument("--stage2-steps", type=int, default=defaults.stage2_steps,
+                       help="VIP5 adapters with image tokens on the frozen stage-1 model (default: %(default)s)")
+    model.add_argument("--max-history", type=int, default=defaults.max_history,
+                       help="sequential prompts keep the latest N purchases (default: %(default)s; 0 = all)")
+    model.add_argument("--direct-per-user", type=int, default=defaults.direct_per_user,
+                       help="direct-recommendation prompts per user and epoch (default: %(default)s)")
     model.add_argument("--batch-size", type=int, default=defaults.batch_size)
     model.add_argument("--stage1-learning-rate", type=float, default=defaults.stage1_learning_rate)
     model.add_argument("--stage2-learning-rate", type=float, default=defaults.stage2_learning_rate)
@@ -60,13 +74,19 @@ def parse_args(argv: list[str] | None = None) -> DemoConfig:
                        help="prompt tokens; longer histories lose their oldest items")
     evaluation = parser.add_argument_group("evaluation")
     evaluation.add_argument("--eval-users", type=int, default=defaults.eval_users,
-                            help="test users per template (0 = all)")
+                            help="test users per template (default: 0 = all)")
+    evaluation.add_argument("--curve-users", type=int, default=defaults.curve_users,
+                            help="validation users of the learning curve (default: %(default)s)")
+    evaluation.add_argument("--curve-points", type=int, default=defaults.curve_points,
+                            help="learning-curve points per training phase (default: %(default)s; 0 = none)")
     evaluation.add_argument("--eval-batch-size", type=int, default=defaults.eval_batch_size)
     evaluation.add_argument("--model-id", default=defaults.model_id, help="name the model cards use")
     parser.add_argument("--threads", type=int, default=defaults.threads,
                         help="torch threads (default 0: the cores idle at the start)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    return DemoConfig(**vars(parser.parse_args(argv)))
+    values = vars(parser.parse_args(argv))
+    values.pop("debug", None)
+    return DemoConfig(**values)
 
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
@@ -74,9 +94,12 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     return run_demo(parse_args(argv))
 
 
-def main(argv: list[str] | None = None) -> None:
-    run(argv)
+@cli_boundary("vip5-demo")
+def main(argv: list[str]) -> None:
+    config = parse_args(argv)
+    with removed_on_failure(config.output):  # a failed run leaves nothing half-written behind
+        run_demo(config)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -50,15 +50,20 @@ class DemoConfig:
     backbone: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_BACKBONE))
     vocab_size: int = 1000
     num_image_tokens: int = 2
-    stage1_steps: int = 1200
+    sequential_steps: int = 600  # stage 1 opens with sequential prompts alone (0 skips this phase)
+    stage1_steps: int = 600  # then all three families (0 with sequential_steps 0 skips stage 1)
     stage2_steps: int = 400
-    batch_size: int = 32
+    batch_size: int = 64
     stage1_learning_rate: float = 3e-3
     stage2_learning_rate: float = 3e-3
+    max_history: int = 5  # sequential prompts keep the latest N purchases (training and evaluation)
+    direct_per_user: int = 10  # B prompts per user and epoch
     mixed_precision: str = "auto"  # bf16 autocast where the hardware runs it natively (see resolve_mixed_precision)
     max_input_length: int = 512
-    eval_users: int = 200
+    eval_users: int = 0  # test users per template (0 = all)
     eval_batch_size: int = 32
+    curve_users: int = 200  # validation users of the learning curve
+    curve_points: int = 4  # learning-curve points per training phase (0 = none)
     model_id: str = "vip5-demo"
     threads: int = 0  # torch threads; 0 = the cores idle at the start (see `idle_cores`)
     seed: int = 2022
@@ -73,7 +78,8 @@ class DemoConfig:
             raise ValueError("images: 'features' reads <input>/features/; give --input")
         if self.input is not None and not self.input.is_dir():
             raise FileNotFoundError(f"input: {self.input} is not a folder")
-        for name in ("users", "stage1_steps", "stage2_steps", "eval_users", "threads"):
+        for name in ("users", "sequential_steps", "stage1_steps", "stage2_steps", "eval_users", "threads",
+                     "max_history", "direct_per_user", "curve_users", "curve_points"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be 0 or positive, got {getattr(self, name)}")
         for name in ("vocab_size", "num_image_tokens", "batch_size", "max_input_length", "eval_batch_size"):

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .config import DemoConfig
 
 
@@ -27,13 +29,17 @@ class Run:
     config: DemoConfig
     steps: list[StepRecord] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
+    before_step: Callable[[], Any] | None = None  # e.g. the thread policy's re-measurement
 
-    def step(self, name: str, work: Callable[..., Any], *args: Any, how: str = "") -> Any:
-        """Run `work(*args)` under a banner, timing it; recorded with `how` (default: the same call as a command)."""
+    def step(self, name: str, work: Callable[..., Any], *args: Any, how: str = "", **kwargs: Any) -> Any:
+        """Run `work(*args, **kwargs)` under a banner, timing it; recorded with `how` (default: the same call as a
+        command, for calls without keyword arguments)."""
         number = len(self.steps) + 1
-        print(f"\n==> [{number}] {name}", flush=True)
+        if self.before_step is not None:
+            self.before_step()
+        print(f"\n==> [{number}] {name} ({torch.get_num_threads()} threads)", flush=True)
         start = time.perf_counter()
-        result = work(*args)
+        result = work(*args, **kwargs)
         seconds = time.perf_counter() - start
         self.steps.append(StepRecord(name, round(seconds, 1), how or python_call(work, *args)))
         print(f"    done in {seconds:.1f} s", flush=True)

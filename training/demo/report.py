@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 from typing import Any
 
 from data_builders.atomic import write_text_atomic
 from training.results import BASELINE_PROTOCOLS, EvaluationResults
+from training.tracking import read_log
 
 from .config import (
     MAIN_PROTOCOL,
@@ -161,3 +163,38 @@ with {run.facts['machine_start']['torch_threads']} threads on {run.facts['machin
     return summary
 
 
+
+
+def plot_learning_curve(phases: list[tuple[str, Path]], floors: dict[str, dict[str, float]], png: Path) -> Path | None:
+    """Validation HR@10 against training steps over every phase (steps counted on), one panel per family, with the
+    popularity and transition floors as horizontal lines: where the model passes them is read at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = [f for f in ("sequential", "direct") if f in floors]
+    if not families:
+        return None
+    fig, axes = plt.subplots(1, len(families), figsize=(5.5 * len(families), 4), squeeze=False)
+    for ax, family in zip(axes[0], families, strict=True):
+        offset, key = 0, f"val_{family}_hr@10"
+        for name, log in phases:
+            records = read_log(log)
+            points = [(offset + r["step"], r[key]) for r in records if key in r]
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", label=name)
+            offset += max((r["step"] for r in records if "step" in r), default=0)
+            ax.axvline(offset, color="0.85", linewidth=0.8)
+        for baseline, style in (("transition", "--"), ("popularity", ":"), ("random", "-.")):
+            if baseline in floors[family]:
+                ax.axhline(floors[family][baseline], color="0.4", linestyle=style, linewidth=1,
+                           label=f"{baseline} {floors[family][baseline]:.3f}")
+        protocol = "full ranking" if family == "sequential" else "100 candidates"
+        ax.set(title=f"{family} ({protocol}), validation users", xlabel="optimiser steps (all phases)",
+               ylabel="HR@10")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png

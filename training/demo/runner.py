@@ -30,7 +30,8 @@ from data_builders.p5_reader import (
     read_p5_domain,
 )
 from data_builders.sample import BEAUTY_SAMPLE
-from training.evaluate import run_evaluation
+from training.config import TrainConfig
+from training.evaluate import EvaluateConfig, run_evaluation
 from training.results import EvaluationResults
 from training.train import train
 
@@ -39,16 +40,18 @@ from .config import (
     SYNTHETIC_NOTICE,
     DemoConfig,
 )
+from .probe import RankingProbe
 from .record import Run
-from .report import contribution_markdown, templates_of, write_report
+from .report import contribution_markdown, plot_learning_curve, templates_of, write_report
 from .steps import (
     build_dataset,
+    curve_config,
     evaluate_config,
     make_processor,
     mark_card,
     photo_features,
     prepare_source,
-    stage_config,
+    stage_phases,
     synthetic_explanations,
     synthetic_image_features,
 )
@@ -85,28 +88,44 @@ def machine_facts() -> dict[str, Any]:
 # ---------------------------------------------------------------- the run
 
 
+class ThreadPolicy:
+    """Torch threads for the next piece of work, re-measured before every step and at every learning-curve point:
+    a moment's load at the start no longer decides the whole run (a one-second blip once gave a run one thread for
+    its whole life, 838 s instead of 303 s for stage 1), and a run that meets a busy machine later gives way
+    (two threads on a core another process is using spin against it: five times slower than one thread)."""
+
+    def __init__(self, fixed: int = 0, window: float = 0.5):
+        self.fixed, self.window, self.chosen = fixed, window, []
+
+    def update(self) -> int:
+        threads = self.fixed or idle_cores(self.window)
+        torch.set_num_threads(threads)
+        self.chosen.append(threads)
+        return threads
+
+
 def run_demo(config: DemoConfig) -> dict[str, Any]:
-    """Run every step with `config.threads` torch threads (restored afterwards); returns the summary written to
+    """Run every step (threads as `ThreadPolicy` chooses, restored afterwards); returns the summary written to
     `<output>/results.json`."""
     config.validate()
     previous = torch.get_num_threads()
-    torch.set_num_threads(config.threads or idle_cores())
     try:
-        return _run(config)
+        return _run(config, ThreadPolicy(config.threads))
     finally:
         torch.set_num_threads(previous)
 
 
-def _run(config: DemoConfig) -> dict[str, Any]:
+def _run(config: DemoConfig, threads: ThreadPolicy) -> dict[str, Any]:
     out = config.output
     out.mkdir(parents=True, exist_ok=True)
-    run = Run(config, facts={"machine_start": machine_facts()})
+    threads.update()
+    run = Run(config, facts={"machine_start": machine_facts()}, before_step=threads.update)
     source_input = config.input or BEAUTY_SAMPLE
     source = out / "source" / config.domain
     pretrained = config.clip_pretrained or None
     features_root = out / "features" / (config.clip_pretrained or "random-init")
     datasets_dir, processor = out / "datasets", out / "processor"
-    stage1 = config.stage1_steps > 0
+    stage1 = bool(config.sequential_steps or config.stage1_steps)
 
     run.step(f"P5 source folder from {source_input}", prepare_source, source_input, source, config.users)
     synthetic = []
@@ -147,39 +166,83 @@ def _run(config: DemoConfig) -> dict[str, Any]:
 
     results: dict[str, EvaluationResults] = {}
     base = config.model
-    outputs: dict[str, Path] = {"report": out / "report.md", "summary": out / "results.json"}
+    outputs: dict[str, Path] = {"report": out / "report.md", "summary": out / "results.json",
+                                "learning curve": out / "learning_curve.png"}
+    curves: list[tuple[str, Path]] = []
     for stage in (1, 2) if stage1 else (2,):
-        train_config = stage_config(config, stage, text_dataset if stage == 1 else dataset, processor, base)
-        yaml_path = out / f"stage{stage}.yaml"
-        shutil.rmtree(train_config.output_dir, ignore_errors=True)  # a rerun trains afresh (train appends to logs)
-        write_text_atomic(yaml_path, yaml.safe_dump(dataclasses.asdict(train_config), sort_keys=False))
-        what = "full training of the backbone on text-only prompts" if stage == 1 else \
-            "VIP5 adapters with image tokens on the frozen " + ("stage-1 model" if stage1 else (base or "random backbone"))
-        trained = run.step(f"stage {stage}: {what} ({train_config.max_steps} steps)",
-                           train, train_config, how=f"vip5-train --config {yaml_path}")
-        eval_config = evaluate_config(config, stage, trained.folder, train_config.dataset)
-        flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in dataclasses.asdict(eval_config).items()
-                         if k in ("model", "dataset", "domain", "image_encoder", "output", "predictions",
-                                  "max_examples", "batch_size", "max_input_length", "truncation", "model_card",
-                                  "model_id"))
-        evaluation = run.step(f"stage {stage}: evaluation (all three families, seen and unseen prompts)",
-                              run_evaluation, eval_config, how=f"vip5-evaluate {flags}")
-        results[f"stage {stage}"] = evaluation.results
+        for train_config in stage_phases(config, stage, text_dataset if stage == 1 else dataset, processor, base):
+            yaml_path = out / f"{Path(train_config.output_dir).name}.yaml"
+            shutil.rmtree(train_config.output_dir, ignore_errors=True)  # a rerun trains afresh (train appends logs)
+            write_text_atomic(yaml_path, yaml.safe_dump(dataclasses.asdict(train_config), sort_keys=False))
+            probe = RankingProbe(curve_config(config, train_config)) if train_config.eval_every else None
+            trained = run.step(f"{Path(train_config.output_dir).name}: {phase_description(train_config)} "
+                               f"({train_config.max_steps} steps)", train, train_config,
+                               how=f"vip5-train --config {yaml_path}", on_evaluate=probed(probe, threads))
+            curves.append((Path(train_config.output_dir).name, Path(train_config.output_dir) / "logs" / "log.jsonl"))
+            outputs[f"{Path(train_config.output_dir).name} training curve"] = \
+                Path(train_config.output_dir) / "training_curve.png"
+            base = str(trained.folder)
+            run.facts.setdefault("floors", probe.floors if probe else {})
+        evaluations = [evaluate_config(config, stage, trained.folder, train_config.dataset)]
+        if stage == 2:  # the same model and prompts with image tokens that describe other items
+            evaluations.append(evaluate_config(config, stage, trained.folder, train_config.dataset, "shuffled"))
+        for eval_config in evaluations:
+            label = "stage 2, image features shuffled" if eval_config.image_features == "shuffled" else f"stage {stage}"
+            evaluation = run.step(f"{label}: evaluation on {config.eval_users or 'all'} test users",
+                                  run_evaluation, eval_config, how=evaluate_command(eval_config))
+            results[label] = evaluation.results
         outputs |= {f"stage {stage} model" if stage == 1 else "stage 2 adapter": trained.folder,
                     f"stage {stage} model card": trained.folder / "README.md",
-                    f"stage {stage} training curve": Path(train_config.output_dir) / "training_curve.png",
-                    f"stage {stage} results": Path(eval_config.output)}
-        base = str(trained.folder)
+                    f"stage {stage} results": Path(evaluations[0].output)}
 
     notice = SYNTHETIC_NOTICE.format(
         source="the embedded Amazon Beauty sample" if config.input is None else f"`{config.input}`",
         synthetic="; ".join(synthetic) if synthetic else "images and explanations come from the source")
-    for stage in results:
-        mark_card(outputs[f"{stage} model card"], notice)
+    for stage in ("stage 1", "stage 2"):
+        if f"{stage} model card" in outputs:
+            mark_card(outputs[f"{stage} model card"], notice)
+    plot_learning_curve(curves, run.facts["floors"], outputs["learning curve"])
+    app = (f"vip5-app --model {trained.folder} --dataset {dataset}"
+           + (f" --images {out / 'item-images'}" if (out / "item-images").is_dir() else ""))
     run.facts |= {"notice": notice, "templates": [t for f in REPORT_METRICS for t, _ in templates_of(results, f)],
-                  "machine_end": machine_facts(), "outputs": outputs, "synthetic": synthetic}
+                  "machine_end": machine_facts(), "outputs": outputs, "synthetic": synthetic, "app": app,
+                  "threads_chosen": threads.chosen}
     summary = write_report(run, results)
     print(f"\nreport: {out / 'report.md'}\n", flush=True)
     print(contribution_markdown(summary["contributions"]))
+    print(f"\nlook at the recommendations in a browser (pip install -e '.[app]' first):\n  {app}\n", flush=True)
     return summary
 
+
+def probed(probe: RankingProbe | None, threads: ThreadPolicy):
+    """The training callback: re-check the threads, then the learning-curve point."""
+    if probe is None:
+        return None
+
+    def on_evaluate(model) -> dict[str, float]:
+        threads.update()
+        return probe(model)
+    return on_evaluate
+
+
+def phase_description(config: TrainConfig) -> str:
+    what = {"full": "full training", "vip5_adapter": "VIP5 adapters with image tokens",
+            "lora": "LoRA"}[config.method]
+    return f"{what} on {', '.join(config.tasks)} prompts"
+
+
+def evaluate_command(config: EvaluateConfig) -> str:
+    """The `vip5-evaluate` command line of an evaluation configuration (its non-default settings)."""
+    defaults = EvaluateConfig(model="", dataset="")
+    flags = []
+    for key, value in dataclasses.asdict(config).items():
+        if value == getattr(defaults, key):
+            continue
+        flag = f"--{key.replace('_', '-')}"
+        if isinstance(value, list):
+            flags.append(f"{flag} {' '.join(map(str, value))}")
+        elif isinstance(value, bool):
+            flags.append(flag if value else f"--no-{key.replace('_', '-')}")
+        else:
+            flags.append(f"{flag} {value}")
+    return "vip5-evaluate " + " ".join(flags)

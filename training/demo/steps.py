@@ -5,6 +5,7 @@ lists the calls)."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from data_builders.sample.make_sample import dense_sample, read_source, write_p5
 from data_builders.synthetic import explanation_splits, item_looks, write_exp_splits, write_look_images
 from data_builders.writer import README as DATASET_CARD
 from modeling_vip5.processing_vip5 import VIP5FeatureExtractor, VIP5Processor
-from training.config import TrainConfig
+from training.config import TASKS, TrainConfig
 from training.evaluate import EvaluateConfig
 from training.offline_tokenizer import corpus_lines, domain_prompts, train_t5_tokenizer
 
@@ -68,7 +69,7 @@ def synthetic_explanations(folder: Path, domain: str, seed: int) -> None:
 def synthetic_image_features(source: Path, domain: str, work: Path, features_root: Path, encoder: str,
                              pretrained: str | None, seed: int) -> None:
     """CLIP features of the items' synthetic photos: one image per distinct look (written to `<work>/images`), its
-    feature copied to every item of that look. A randomly initialised CLIP (`pretrained=None`) is seeded by `seed`."""
+    feature copied to every item of that look; `<work>/item-images/<asin>.png` for the app. A randomly initialised CLIP (`pretrained=None`) is seeded by `seed`."""
     data = read_p5_domain(source, domain)
     looks, asins = item_looks(data.interactions, data.item_asins, seed=seed), data.item_asins
     torch.manual_seed(seed)  # a randomly initialised CLIP draws its weights from the global generator
@@ -81,6 +82,12 @@ def synthetic_image_features(source: Path, domain: str, work: Path, features_roo
     target = feature_dir(features_root, encoder, domain)
     for asin, look in zip(asins, looks, strict=True):
         save_feature(target / f"{asin}.npy", vectors[look.name])
+    item_images = work / "item-images"  # what `vip5-app --images` shows: <asin>.png, marked synthetic
+    item_images.mkdir(parents=True, exist_ok=True)
+    for asin, look in zip(asins, looks, strict=True):
+        shutil.copyfile(work / "images" / f"{look.name}.png", item_images / f"{asin}.png")
+    write_text_atomic(item_images / "SYNTHETIC", "Synthetic item images drawn by vip5-demo (colour = co-purchase "
+                      "cluster of the training interactions, shape = a hash of the ASIN); not product photos.\n")
 
 
 def photo_features(source: Path, domain: str, work: Path, features_root: Path, encoder: str, pretrained: str | None,
@@ -128,33 +135,66 @@ def make_processor(folder: Path, dataset: Path, domain: str, encoder: str, num_i
 # ---------------------------------------------------------------- stages
 
 
-def stage_config(config: DemoConfig, stage: int, dataset: Path, processor: Path, model: str) -> TrainConfig:
-    """Stage 1: full training on text-only prompts with P5's loss; stage 2: VIP5 adapters with VIP5's loss."""
-    steps = config.stage1_steps if stage == 1 else config.stage2_steps
-    return TrainConfig(
-        dataset=str(dataset), domain=config.domain, image_encoder=config.encoder, processor=str(processor),
-        model=model, model_config={} if model else dict(config.backbone), num_image_tokens=config.num_image_tokens,
-        method="full" if stage == 1 else "vip5_adapter",
-        loss_normalization="example_mean" if stage == 1 else "paper",
-        learning_rate=config.stage1_learning_rate if stage == 1 else config.stage2_learning_rate,
-        sequential_per_user=20,  # twice the paper's share: next-item prediction is the slowest family to learn
-        per_device_batch_size=config.batch_size, mixed_precision=config.mixed_precision, max_steps=steps,
-        epochs=1_000_000, warmup_ratio=0.05,
-        max_input_length=config.max_input_length, truncation="history", log_every=max(1, steps // 50),
-        eval_every=max(1, steps // 5), eval_examples=96, seed=config.seed, output_dir=str(config.output / f"stage{stage}"),
-    )
+def stage_phases(config: DemoConfig, stage: int, dataset: Path, processor: Path, model: str) -> list[TrainConfig]:
+    """The training runs of a stage, each starting from the previous one's model.
+
+    Stage 1 trains the backbone fully on text-only prompts with P5's loss: first sequential prompts alone, one per
+    training position (next-item prediction is the slowest family to learn, and every other family then starts from
+    item representations that know what is bought together), then all three families. A backbone from scratch starts
+    its item-id embeddings from the training co-purchase graph (`training/item_init.py`). Stage 2 tunes VIP5 adapters
+    with image tokens on the frozen stage-1 model, with VIP5's loss.
+    """
+    common = dict(dataset=str(dataset), domain=config.domain, image_encoder=config.encoder, processor=str(processor),
+                  num_image_tokens=config.num_image_tokens, per_device_batch_size=config.batch_size,
+                  mixed_precision=config.mixed_precision, epochs=1_000_000, warmup_ratio=0.05,
+                  sequential_targets="all", max_history=config.max_history, direct_per_user=config.direct_per_user,
+                  batching="task",
+                  max_input_length=config.max_input_length, truncation="history", eval_examples=96, seed=config.seed)
+    if stage == 2:
+        phases = [("stage2", config.stage2_steps, list(TASKS), "vip5_adapter", config.stage2_learning_rate)]
+    else:
+        phases = [("stage1-sequential", config.sequential_steps, ["sequential"], "full", config.stage1_learning_rate),
+                  ("stage1", config.stage1_steps, list(TASKS), "full", config.stage1_learning_rate)]
+    configs = []
+    for name, steps, tasks, method, learning_rate in phases:
+        if not steps:
+            continue
+        fresh = not model and not configs
+        configs.append(TrainConfig(
+            **common, model=model, model_config=dict(config.backbone) if fresh else {}, tasks=tasks, method=method,
+            loss_normalization="example_mean" if stage == 1 else "paper", learning_rate=learning_rate,
+            item_embedding_init="co_purchase" if fresh else "", max_steps=steps, log_every=max(1, steps // 50),
+            eval_every=max(1, steps // config.curve_points) if config.curve_points else 0,
+            output_dir=str(config.output / name)))
+        model = str(config.output / name / ("model" if method == "full" else "adapter"))
+    return configs
 
 
-def evaluate_config(config: DemoConfig, stage: int, model: Path, dataset: Path) -> EvaluateConfig:
-    """All three families, seen and unseen prompts (A-3, B-5, C-3 / A-9, B-8, C-12), every protocol and baseline."""
-    folder = config.output / f"stage{stage}"
+def evaluate_config(config: DemoConfig, stage: int, model: Path, dataset: Path,
+                    image_features: str = "real") -> EvaluateConfig:
+    """All three families, seen and unseen prompts (A-3, B-5, C-3 / A-9, B-8, C-12) on the exact protocols
+    (`full_ranking`, `scoring`, greedy text) with the baselines; with shuffled image features, direct only."""
+    folder = config.output / f"stage{stage}" / ("evaluation" if image_features == "real" else "evaluation-shuffled")
+    shuffled = image_features != "real"
     return EvaluateConfig(
         model=str(model), dataset=str(dataset), domain=config.domain, image_encoder=config.encoder,
-        output=str(folder / "results.json"), predictions=str(folder / "predictions.jsonl"),
-        max_examples=config.eval_users, batch_size=config.eval_batch_size, max_input_length=config.max_input_length,
-        truncation="history", seed=config.seed, model_card=str(model / "README.md"),
-        model_id=f"{config.model_id}-stage{stage}",
+        tasks=["direct"] if shuffled else list(TASKS),
+        templates=["B-5", "B-8"] if shuffled else ["A-3", "B-5", "C-3", "A-9", "B-8", "C-12"],
+        protocols=["full_ranking", "scoring"], exclude_history=True, max_history=config.max_history,
+        image_features=image_features, baselines=not shuffled, output=str(folder / "results.json"),
+        predictions=str(folder / "predictions.jsonl"), max_examples=config.eval_users, batch_size=config.eval_batch_size,
+        scoring_chunk_size=1024, max_input_length=config.max_input_length, truncation="history", seed=config.seed,
+        model_card="" if shuffled else str(model / "README.md"), model_id="" if shuffled else f"{config.model_id}-stage{stage}",
     )
+
+
+def curve_config(config: DemoConfig, model_config: TrainConfig) -> EvaluateConfig:
+    """The learning-curve probe: the first `curve_users` validation users of the run's own dataset."""
+    return EvaluateConfig(
+        model=model_config.output_dir, dataset=model_config.dataset, domain=config.domain, processor=model_config.processor,
+        image_encoder=config.encoder, tasks=["sequential", "direct"], split="validation", exclude_history=True,
+        max_history=config.max_history, max_examples=config.curve_users, batch_size=config.eval_batch_size,
+        scoring_chunk_size=1024, max_input_length=config.max_input_length, truncation="history", seed=config.seed)
 
 
 def mark_card(path: Path, notice: str) -> None:
