@@ -222,25 +222,37 @@ def test_demo_flags_are_checked_before_anything_runs(tmp_path):
 def test_demo_runs_both_stages_and_documents_them(tmp_path):
     out = tmp_path / "out"
     summary = run(["--output", str(out), "--users", "40", "--backbone", json.dumps(TINY_BACKBONE), "--vocab-size",
-                   "800", "--stage1-steps", "3", "--stage2-steps", "3", "--batch-size", "4", "--eval-users", "3",
-                   "--eval-batch-size", "8", "--threads", "1"])
+                   "800", "--sequential-steps", "2", "--stage1-steps", "3", "--stage2-steps", "3", "--batch-size", "4",
+                   "--eval-users", "3", "--eval-batch-size", "8", "--curve-users", "3", "--curve-points", "1",
+                   "--threads", "1"])
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(summary, default=str))
     names = [step["name"] for step in summary["steps"]]
-    assert any(n.startswith("stage 1: full training") for n in names)
-    assert any(n.startswith("stage 2: VIP5 adapters") for n in names)
+    assert any(n.startswith("stage1-sequential: full training on sequential prompts") for n in names)
+    assert any(n.startswith("stage1: full training") for n in names)
+    assert any(n.startswith("stage2: VIP5 adapters") for n in names)
     assert all(step["how"] for step in summary["steps"]) and all(step["seconds"] >= 0 for step in summary["steps"])
     assert {"vip5-train", "vip5-evaluate", "python"} <= {s["how"].split()[0] for s in summary["steps"]}
 
     templates = {"A-3": "seen", "A-9": "unseen", "B-5": "seen", "B-8": "unseen", "C-3": "seen", "C-12": "unseen"}
     for stage, folder in ((1, out / "stage1" / "model"), (2, out / "stage2" / "adapter")):
-        results = read_results(out / f"stage{stage}" / "results.json")
-        assert {(r.template_id, r.prompt) for r in results.results} == set(templates.items())
+        results = read_results(out / f"stage{stage}" / "evaluation" / "results.json")
+        evaluated = set(templates.items()) if stage == 2 else {(t, p) for t, p in templates.items() if p == "seen"}
+        assert {(r.template_id, r.prompt) for r in results.results} == evaluated
         assert {r.task_family for r in results.results} == {"sequential", "direct", "explanation"}
         assert (out / f"stage{stage}" / "training_curve.png").stat().st_size > 1000
         card = ModelCard.load(folder / "README.md")
         assert "**synthetic**" in card.text and card.data.model_name == f"vip5-demo-stage{stage}"
-    stage2 = read_results(out / "stage2" / "results.json")
+    stage2 = read_results(out / "stage2" / "evaluation" / "results.json")
     assert stage2.model.base_model == str(out / "stage1" / "model")  # adapters on the stage-1 backbone
+    shuffled = read_results(out / "stage2" / "evaluation-shuffled" / "results.json")
+    assert {(r.template_id, r.protocol) for r in shuffled.results} == {("B-5", "scoring")}
+    assert all(r.settings["image_features"] == "shuffled" for r in shuffled.results)
+    # the learning curve: validation HR@10 logged while training, drawn with the floors
+    logged = [json.loads(line) for line in (out / "stage1-sequential" / "logs" / "log.jsonl").read_text().splitlines()]
+    assert any("val_sequential_hr@10" in r and "val_direct_hr@10" in r for r in logged)
+    assert (out / "learning_curve.png").stat().st_size > 1000
+    # the app's pictures: one per item, labelled synthetic
+    assert (out / "item-images" / "SYNTHETIC").is_file() and len(list((out / "item-images").glob("*.png"))) > 10
 
     # stage 1 saw text-only prompts; stage 2 the same examples with image tokens
     base_config = json.loads((out / "stage1" / "train_config.json").read_text())
@@ -260,9 +272,11 @@ def test_demo_runs_both_stages_and_documents_them(tmp_path):
 
     families = {row["family"] for row in summary["contributions"]}
     assert families == {"sequential", "direct", "explanation"}
-    assert all(row["stage 1"] is not None and row["stage 2"] is not None for row in summary["contributions"])
+    assert all(row["stage 2"] is not None and (row["stage 1"] is not None) == (row["prompt"] == "seen")
+               for row in summary["contributions"])
     report = (out / "report.md").read_text()
     assert "**synthetic**" in report and "## What each stage contributed" in report
+    assert "images shuffled" in report and "learning_curve.png" in report and "vip5-app --model" in report
     for template, prompt in templates.items():
         assert f"{template} ({prompt})" in report
 
@@ -293,3 +307,21 @@ def _spin(seconds: float) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         pass
+
+
+def test_thread_policy_measures_again_before_each_step(monkeypatch):
+    """A moment's load at the start decides only the step it falls in: the next measurement gives the cores back."""
+    import torch
+
+    from training.demo import runner
+
+    readings = iter([1, 2, 2])
+    monkeypatch.setattr(runner, "idle_cores", lambda window: next(readings))
+    previous = torch.get_num_threads()
+    try:
+        policy = runner.ThreadPolicy()
+        assert [policy.update() for _ in range(3)] == [1, 2, 2] == policy.chosen
+        assert torch.get_num_threads() == 2
+        assert runner.ThreadPolicy(fixed=1).update() == 1  # --threads N is kept
+    finally:
+        torch.set_num_threads(previous)

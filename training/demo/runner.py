@@ -42,7 +42,7 @@ from .config import (
 )
 from .probe import RankingProbe
 from .record import Run
-from .report import contribution_markdown, plot_learning_curve, templates_of, write_report
+from .report import SHUFFLED, contribution_markdown, plot_learning_curve, templates_of, write_report
 from .steps import (
     build_dataset,
     curve_config,
@@ -50,6 +50,7 @@ from .steps import (
     make_processor,
     mark_card,
     photo_features,
+    popularity_drift,
     prepare_source,
     stage_phases,
     synthetic_explanations,
@@ -164,6 +165,7 @@ def _run(config: DemoConfig, threads: ThreadPolicy) -> dict[str, Any]:
              + ")", make_processor, processor, dataset, config.domain, config.encoder, config.num_image_tokens,
              config.model, config.vocab_size, config.seed)
 
+    run.facts["drift"] = popularity_drift(dataset, config.domain)
     results: dict[str, EvaluationResults] = {}
     base = config.model
     outputs: dict[str, Path] = {"report": out / "report.md", "summary": out / "results.json",
@@ -187,7 +189,7 @@ def _run(config: DemoConfig, threads: ThreadPolicy) -> dict[str, Any]:
         if stage == 2:  # the same model and prompts with image tokens that describe other items
             evaluations.append(evaluate_config(config, stage, trained.folder, train_config.dataset, "shuffled"))
         for eval_config in evaluations:
-            label = "stage 2, image features shuffled" if eval_config.image_features == "shuffled" else f"stage {stage}"
+            label = SHUFFLED if eval_config.image_features == "shuffled" else f"stage {stage}"
             evaluation = run.step(f"{label}: evaluation on {config.eval_users or 'all'} test users",
                                   run_evaluation, eval_config, how=evaluate_command(eval_config))
             results[label] = evaluation.results
