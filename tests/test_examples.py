@@ -112,3 +112,23 @@ def test_missing_test_users_are_reported():
            "test": datasets.Dataset.from_dict({"user_id": [1], "history": [[1, 2, 3, 9]], "target": [8]})}
     with pytest.raises(ValueError, match=r"lacks users \[2\]"):
         DomainTables.from_datasets(seq)
+
+
+def test_all_positions_give_every_training_transition_once_per_epoch():
+    """`sequential_targets="all"`: one A prompt per training position (2nd item on), each with the purchases before
+    it (the latest `max_history` of them), whatever the epoch's template draws."""
+    tables, full = make_tables()
+    examples = TrainingExamples(tables, {"sequential": ["A-3"]}, sequential_targets="all", max_history=2)
+    expected = sorted((u, tuple(s[:-2][max(0, t - 2):t]), s[:-2][t]) for u, s in full.items()
+                      for t in range(1, len(s) - 2))
+    seen = sorted((e.fields["user_id"], tuple(e.fields["history"]), e.fields["target_item_id"])
+                  for e in (examples[i] for i in range(len(examples))))
+    assert len(examples) == sum(len(s) - 3 for s in full.values()) and seen == expected
+
+
+def test_latest_direct_positive_is_the_last_training_purchase():
+    tables, full = make_tables()
+    examples = TrainingExamples(tables, {"direct": ["B-5"]}, direct_per_user=3, direct_positives="latest")
+    for i in range(len(examples)):
+        fields = examples[i].fields
+        assert fields["target_item_id"] == full[fields["user_id"]][-3] and fields["target_item_id"] in fields["candidates"]

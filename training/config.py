@@ -31,6 +31,7 @@ TASKS = ("sequential", "direct", "explanation")
 SEQUENTIAL_TARGETS = ("paper", "all")
 ITEM_EMBEDDING_INITS = ("", "co_purchase")
 BATCHINGS = ("random", "task")  # see training/batching.py
+DIRECT_POSITIVES = ("uniform", "latest")
 MIXED_PRECISIONS = ("", "auto", "no", "bf16", "fp16")
 
 
@@ -49,6 +50,7 @@ class TrainConfig:
     max_history: int = 0
     item_embedding_init: str = ""
     batching: str = "random"
+    direct_positives: str = "uniform"
     max_users: int = 0
     # model
     model: str = ""
@@ -97,6 +99,7 @@ class TrainConfig:
 
         choices = {"method": TUNING_METHODS, "sequential_targets": SEQUENTIAL_TARGETS,
                    "item_embedding_init": ITEM_EMBEDDING_INITS, "batching": BATCHINGS,
+                   "direct_positives": DIRECT_POSITIVES,
                    "mixed_precision": MIXED_PRECISIONS, "truncation": TRUNCATIONS,
                    "loss_normalization": LOSS_NORMALIZATIONS, "image_encoder": tuple(ENCODERS)}
         for name, allowed in choices.items():

@@ -83,7 +83,7 @@ class TrainingExamples(torch.utils.data.Dataset):
     def __init__(
         self, tables: DomainTables, templates: Mapping[str, Sequence[str]], explanation=None, seed: int = 2022,
         sequential_per_user: int = 10, direct_per_user: int = 10, num_candidates: int = 100,
-        sequential_targets: str = "paper", max_history: int = 0,
+        sequential_targets: str = "paper", max_history: int = 0, direct_positives: str = "uniform",
     ):
         self.tables, self.templates, self.explanation, self.seed = tables, templates, explanation, seed
         # With "all", position p (2nd item onwards) of every training sequence is one target per epoch, as
@@ -98,7 +98,7 @@ class TrainingExamples(torch.utils.data.Dataset):
             "explanation": len(explanation) if explanation is not None and templates.get("explanation") else 0,
         }
         self.per_user = {"sequential": sequential_per_user, "direct": direct_per_user}
-        self.num_candidates, self.max_history = num_candidates, max_history
+        self.num_candidates, self.max_history, self.direct_positives = num_candidates, max_history, direct_positives
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -118,7 +118,7 @@ class TrainingExamples(torch.utils.data.Dataset):
                     return explanation_example(self.explanation[index], template_id, rng)
                 if task == "direct":
                     return direct_example(self.tables, index // self.per_user[task], template_id, rng,
-                                          self.num_candidates)
+                                          self.num_candidates, self.direct_positives)
                 if self.positions is None:
                     user, target = index // self.per_user[task], None
                 else:
@@ -155,9 +155,11 @@ def sequential_example(tables: DomainTables, user: int, template_id: str, rng: n
 
 
 def direct_example(tables: DomainTables, user: int, template_id: str, rng: np.random.Generator,
-                   num_candidates: int = 100) -> Example:
-    """Positive uniform over the training items; yes/no against one random negative, or a shuffled candidate list."""
-    positive_item = int(rng.choice(tables.train_sequences[user]))
+                   num_candidates: int = 100, positives: str = "uniform") -> Example:
+    """Positive uniform over the training items (the original) or the latest one; yes/no against one random negative,
+    or a shuffled candidate list."""
+    sequence = tables.train_sequences[user]
+    positive_item = int(sequence[-1] if positives == "latest" else rng.choice(sequence))
     fields = _user_fields(tables, user)
     if template_id in YES_NO_TEMPLATES:
         positive = bool(rng.random() < 0.5)

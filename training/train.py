@@ -85,7 +85,8 @@ def load_data(config: TrainConfig, processor: VIP5Processor) -> tuple[TrainingEx
     seen = {task: [t.id for t in processor.templates.values() if t.task == task and t.seen] for task in config.tasks}
     train = TrainingExamples(tables, seen, explanation["train"] if explanation is not None else None, config.seed,
                              config.sequential_per_user, config.direct_per_user,
-                             sequential_targets=config.sequential_targets, max_history=config.max_history)
+                             sequential_targets=config.sequential_targets, max_history=config.max_history,
+                             direct_positives=config.direct_positives)
     if len(train) == 0:
         raise ValueError(f"{config.dataset}: no training examples for tasks {config.tasks} (empty train splits?)")
     validation: list[Example] = []

@@ -57,14 +57,15 @@ def parse_args(argv: list[str] | None = None) -> DemoConfig:
                        help="stage 1 opens with sequential prompts alone, one per training position (default: "
                             "%(default)s; 0 skips this phase)")
     model.add_argument("--stage1-steps", type=int, default=defaults.stage1_steps,
-                       help="stage 1 then trains on all three families (default: %(default)s; 0 and "
+                       help="stage 1 then trains on sequential and explanation prompts (default: %(default)s; 0 and "
                             "--sequential-steps 0 skip stage 1)")
     model.add_argument("--stage2-steps", type=int, default=defaults.stage2_steps,
                        help="VIP5 adapters with image tokens on the frozen stage-1 model (default: %(default)s)")
     model.add_argument("--max-history", type=int, default=defaults.max_history,
                        help="sequential prompts keep the latest N purchases (default: %(default)s; 0 = all)")
     model.add_argument("--direct-per-user", type=int, default=defaults.direct_per_user,
-                       help="direct-recommendation prompts per user and epoch (default: %(default)s)")
+                       help="direct-recommendation prompts per user and epoch in stage 2 (default: %(default)s: none, "
+                            "see the report)")
     model.add_argument("--batch-size", type=int, default=defaults.batch_size)
     model.add_argument("--stage1-learning-rate", type=float, default=defaults.stage1_learning_rate)
     model.add_argument("--stage2-learning-rate", type=float, default=defaults.stage2_learning_rate)

@@ -50,20 +50,20 @@ class DemoConfig:
     backbone: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_BACKBONE))
     vocab_size: int = 1000
     num_image_tokens: int = 2
-    sequential_steps: int = 600  # stage 1 opens with sequential prompts alone (0 skips this phase)
-    stage1_steps: int = 600  # then all three families (0 with sequential_steps 0 skips stage 1)
-    stage2_steps: int = 400
+    sequential_steps: int = 700  # stage 1 opens with sequential prompts alone (0 skips this phase)
+    stage1_steps: int = 250  # then sequential and explanation prompts (0 with sequential_steps 0 skips stage 1)
+    stage2_steps: int = 200
     batch_size: int = 64
     stage1_learning_rate: float = 3e-3
     stage2_learning_rate: float = 3e-3
     max_history: int = 5  # sequential prompts keep the latest N purchases (training and evaluation)
-    direct_per_user: int = 10  # B prompts per user and epoch
+    direct_per_user: int = 0  # B prompts per user and epoch in stage 2 (0 = none; see steps.stage_phases)
     mixed_precision: str = "auto"  # bf16 autocast where the hardware runs it natively (see resolve_mixed_precision)
     max_input_length: int = 512
     eval_users: int = 0  # test users per template (0 = all)
     eval_batch_size: int = 32
-    curve_users: int = 200  # validation users of the learning curve
-    curve_points: int = 4  # learning-curve points per training phase (0 = none)
+    curve_users: int = 100  # validation users of the learning curve
+    curve_points: int = 3  # learning-curve points per training phase (0 = none)
     model_id: str = "vip5-demo"
     threads: int = 0  # torch threads; 0 = the cores idle at the start (see `idle_cores`)
     seed: int = 2022

@@ -75,13 +75,12 @@ def contributions(results: dict[str, EvaluationResults]) -> list[dict[str, Any]]
                 return r.metrics.get(metric)
         return None
 
-    baseline_run = next(iter(results))
     table = []
     for family, protocol in MAIN_PROTOCOL.items():
         for template, prompt in templates_of(results, family):
             for metric, label in REPORT_METRICS[family]:
-                floor = value(baseline_run, family, template, "popularity", metric)
-                chain = value(baseline_run, family, template, "transition", metric)
+                floor, chain = (next((v for r in results if (v := value(r, family, template, baseline, metric))
+                                      is not None), None) for baseline in ("popularity", "transition"))
                 stage1 = value("stage 1", family, template, protocol, metric)
                 stage2 = value("stage 2", family, template, protocol, metric)
                 shuffled = value(SHUFFLED, family, template, protocol, metric)
