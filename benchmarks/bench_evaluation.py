@@ -1,6 +1,6 @@
 """Direct recommendation: exact candidate `scoring` vs the paper's 20-beam generation on the same prompts.
 
-Scoring runs exactly as vip5-evaluate runs it (`training.evaluate.ProtocolRunner`). Both protocols see the same B-5
+Scoring runs exactly as vip5-evaluate runs it (`training.protocols.ProtocolRunner`). Both protocols see the same B-5
 prompts (100 candidates each), features and t5-small-geometry VIP5 (vocabulary 32,100, so the output layer costs
 what it costs in the real model). How the comparison is made fair:
 
@@ -32,8 +32,9 @@ import torch
 from modeling_vip5 import VIP5Config, VIP5ForConditionalGeneration
 from modeling_vip5.processing_vip5 import VIP5Processor
 from modeling_vip5.ranking import ENCODER_INPUTS
-from training.evaluate import PAPER_BEAM_SEARCH, EvaluateConfig, ProtocolRunner
+from training.evaluate import EvaluateConfig
 from training.examples import Example
+from training.protocols import PAPER_BEAM_SEARCH, ProtocolRunner
 from training.train import Collator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

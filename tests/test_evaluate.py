@@ -24,17 +24,9 @@ from transformers import T5Config, T5ForConditionalGeneration
 from data_builders import build_domain
 from modeling_vip5 import VIP5AdapterConfig, VIP5Config, VIP5ForConditionalGeneration
 from modeling_vip5.processing_vip5 import VIP5Processor
-from training.evaluate import (
-    EvaluateConfig,
-    ProtocolRunner,
-    data_fingerprint,
-    examples_for,
-    load_evaluation_data,
-    load_model,
-    load_processor,
-    parse_args,
-    run_evaluation,
-)
+from training.evaluate import EvaluateConfig, parse_args, run_evaluation
+from training.evaluation_data import data_fingerprint, examples_for, load_evaluation_data, load_model, load_processor
+from training.protocols import ProtocolRunner
 from training.results import read_results
 from training.train import Collator
 

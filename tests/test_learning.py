@@ -46,17 +46,11 @@ from modeling_vip5.processing_vip5 import VIP5Processor
 from modeling_vip5.prompts import load_templates
 from modeling_vip5.ranking import ENCODER_INPUTS, score_candidates
 from training.config import TrainConfig
-from training.evaluate import (
-    EvaluateConfig,
-    baseline_rankings,
-    examples_for,
-    load_evaluation_data,
-    load_model,
-    load_processor,
-    run_evaluation,
-)
+from training.evaluate import EvaluateConfig, run_evaluation
+from training.evaluation_data import examples_for, load_evaluation_data, load_model, load_processor
 from training.examples import Example
 from training.offline_tokenizer import corpus_lines, domain_prompts, train_t5_tokenizer
+from training.protocols import baseline_rankings
 from training.ranking import ranking_metrics
 from training.train import Collator, build_base_model, train
 

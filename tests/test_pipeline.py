@@ -20,8 +20,9 @@ from transformers import pipeline
 from modeling_vip5 import Catalogue, VIP5Config, VIP5ForConditionalGeneration, VIP5Processor
 from modeling_vip5.pipeline_vip5 import REMOTE_TASK, TASK, VIP5RecommendationPipeline, save_pipeline_files
 from modeling_vip5.ranking import rank_candidates
-from training.evaluate import EvaluateConfig, ProtocolRunner
+from training.evaluate import EvaluateConfig
 from training.examples import Example
+from training.protocols import ProtocolRunner
 
 REPO = Path(__file__).resolve().parents[1]
 HISTORY = [5, 17, 42]

@@ -10,13 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from modeling_vip5.processing_vip5 import VIP5Processor
-from training.evaluate import (
-    EvaluateConfig,
-    ProtocolRunner,
-    baseline_rankings,
-    examples_for,
-    load_evaluation_data,
-)
+from training.evaluate import EvaluateConfig
+from training.evaluation_data import examples_for, load_evaluation_data
+from training.protocols import ProtocolRunner, baseline_rankings
 from training.ranking import cutoff_means
 
 PROBES = {"sequential": ("A-3", "full_ranking"), "direct": ("B-5", "scoring")}
