@@ -96,6 +96,11 @@ class VIP5FeatureExtractor(FeatureExtractionMixin):
         """The attached item table (read-only), or None."""
         return self._item_features
 
+    @property
+    def item_has_image(self) -> np.ndarray | None:
+        """The attached photo mask (read-only), or None (every item has an image)."""
+        return self._item_has_image
+
     def has_image(self, item_id: int) -> bool:
         """Whether the item gets placeholders and a feature row (True for every item unless a mask says otherwise)."""
         if self._item_has_image is None:

@@ -313,7 +313,8 @@ def rank_items(
 ) -> list[ScoredItems]:
     """Per example, its candidate item ids ranked by exact log-likelihood (`score_candidates`), the k best, none of
     `excluded[b]`. `item_tokens` maps every candidate to its target tokens (`item_token_ids`, computed once per
-    catalogue); with the whole catalogue as every example's candidates this is the full ranking."""
+    catalogue); with the whole catalogue as every example's candidates this is the full ranking. With k, the search
+    of `top_k_exact` decides how many candidates each decoder pass scores; `chunk_size` applies when all are scored."""
     excluded = excluded if excluded is not None else [()] * len(candidates)
     if k is not None:
         return top_k_exact(model, inputs, candidates, item_tokens, k, excluded)

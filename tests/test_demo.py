@@ -325,3 +325,20 @@ def test_thread_policy_measures_again_before_each_step(monkeypatch):
         assert runner.ThreadPolicy(fixed=1).update() == 1  # --threads N is kept
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("image_features", ["real", "shuffled"])
+def test_recorded_evaluation_commands_repeat_the_evaluation(tmp_path, image_features):
+    """The report lists every step as a command: `vip5-evaluate` must read its own flags back into the same settings
+    (history cut, image ablation, templates, baselines off)."""
+    import shlex
+
+    from training.demo.config import DemoConfig
+    from training.demo.runner import evaluate_command
+    from training.demo.steps import evaluate_config
+    from training.evaluate_cli import parse_args
+
+    config = DemoConfig(output=tmp_path / "out", eval_users=7)
+    evaluation = evaluate_config(config, 2, tmp_path / "adapter", tmp_path / "dataset", image_features)
+    command = shlex.split(evaluate_command(evaluation))
+    assert command[0] == "vip5-evaluate" and parse_args(command[1:]) == evaluation

@@ -14,7 +14,7 @@ from typing import Any
 from data_builders.errors import add_debug_argument, cli_boundary, removed_on_failure
 from modeling_vip5.processing_vip5 import TRUNCATIONS
 
-from .evaluate import SELECTABLE_PROTOCOLS, TASKS, EvaluateConfig, run_evaluation
+from .evaluate import IMAGE_FEATURE_MODES, SELECTABLE_PROTOCOLS, TASKS, EvaluateConfig, run_evaluation
 from .evaluate import __doc__ as EVALUATE_DOC
 from .preflight import check_evaluation_run
 
@@ -55,13 +55,18 @@ def parse_args(argv: list[str] | None = None) -> EvaluateConfig:
                              "protocol beside the paper's greedy decoding")
     parser.add_argument("--exclude-history", action="store_true",
                         help="constrained / full_ranking / baselines never rank the user's history items")
+    parser.add_argument("--max-history", type=int, default=defaults.max_history,
+                        help="sequential prompts keep the latest N history items (0 = all); match the training setting")
+    parser.add_argument("--image-features", default=defaults.image_features, choices=IMAGE_FEATURE_MODES,
+                        help="shuffled: the photographed items' feature rows permuted (seeded), the image ablation")
     parser.add_argument("--redraw-candidates", action="store_true",
                         help="direct: draw 99 negatives at random (seeded per user), as the original notebook")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--max-examples", type=int, default=defaults.max_examples,
                         help="evaluate the first N examples of each template only (0 = all); for smoke runs")
     parser.add_argument("--scoring-chunk-size", type=int, default=defaults.scoring_chunk_size,
-                        help="candidates per decoder pass in full_ranking / scoring")
+                        help="candidates per decoder pass when every candidate is scored (scoring); full_ranking "
+                             "scores the catalogue best bound first, 64 at a time, and stops early")
     parser.add_argument("--max-input-length", type=int, default=defaults.max_input_length)
     parser.add_argument("--truncation", default=defaults.truncation, choices=TRUNCATIONS)
     parser.add_argument("--seed", type=int, default=defaults.seed)

@@ -174,7 +174,7 @@ def shuffle_item_features(processor: VIP5Processor, seed: int) -> None:
     """Give every photographed item another photographed item's features (a seeded permutation): the same model and
     prompts with image tokens that no longer describe their items, to measure what the images contribute."""
     extractor = processor.feature_extractor
-    table, mask = np.array(extractor.item_features), extractor._item_has_image
+    table, mask = np.array(extractor.item_features), extractor.item_has_image
     rows = np.flatnonzero(mask) if mask is not None else np.arange(1, len(table))
     table[rows] = table[np.random.default_rng(seed).permutation(rows)]
     extractor.set_item_features(table, mask)

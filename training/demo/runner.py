@@ -173,16 +173,16 @@ def _run(config: DemoConfig, threads: ThreadPolicy) -> dict[str, Any]:
     curves: list[tuple[str, Path]] = []
     for stage in (1, 2) if stage1 else (2,):
         for train_config in stage_phases(config, stage, text_dataset if stage == 1 else dataset, processor, base):
-            yaml_path = out / f"{Path(train_config.output_dir).name}.yaml"
-            shutil.rmtree(train_config.output_dir, ignore_errors=True)  # a rerun trains afresh (train appends logs)
+            folder = Path(train_config.output_dir)
+            yaml_path = out / f"{folder.name}.yaml"
+            shutil.rmtree(folder, ignore_errors=True)  # a rerun trains afresh (train appends logs)
             write_text_atomic(yaml_path, yaml.safe_dump(dataclasses.asdict(train_config), sort_keys=False))
             probe = RankingProbe(curve_config(config, train_config)) if train_config.eval_every else None
-            trained = run.step(f"{Path(train_config.output_dir).name}: {phase_description(train_config)} "
-                               f"({train_config.max_steps} steps)", train, train_config,
-                               how=f"vip5-train --config {yaml_path}", on_evaluate=probed(probe, threads))
-            curves.append((Path(train_config.output_dir).name, Path(train_config.output_dir) / "logs" / "log.jsonl"))
-            outputs[f"{Path(train_config.output_dir).name} training curve"] = \
-                Path(train_config.output_dir) / "training_curve.png"
+            trained = run.step(f"{folder.name}: {phase_description(train_config)} ({train_config.max_steps} steps)",
+                               train, train_config, how=f"vip5-train --config {yaml_path}",
+                               on_evaluate=probed(probe, threads))
+            curves.append((folder.name, folder / "logs" / "log.jsonl"))
+            outputs[f"{folder.name} training curve"] = folder / "training_curve.png"
             base = str(trained.folder)
             run.facts.setdefault("floors", probe.floors if probe else {})
         evaluations = [evaluate_config(config, stage, trained.folder, train_config.dataset)]

@@ -187,24 +187,30 @@ def evaluate_config(config: DemoConfig, stage: int, model: Path, dataset: Path,
     folder = config.output / f"stage{stage}" / ("evaluation" if image_features == "real" else "evaluation-shuffled")
     shuffled = image_features != "real"
     return EvaluateConfig(
-        model=str(model), dataset=str(dataset), domain=config.domain, image_encoder=config.encoder,
+        **evaluation_settings(config), model=str(model), dataset=str(dataset),
         tasks=["direct"] if shuffled else list(TASKS),
         templates=["B-5"] if shuffled else ["A-3", "B-5", "C-3"] + (["A-9", "B-8", "C-12"] if stage == 2 else []),
-        protocols=["full_ranking", "scoring"], exclude_history=True, max_history=config.max_history,
-        image_features=image_features, baselines=not shuffled, output=str(folder / "results.json"),
-        predictions=str(folder / "predictions.jsonl"), max_examples=config.eval_users, batch_size=config.eval_batch_size,
-        scoring_chunk_size=1024, max_input_length=config.max_input_length, truncation="history", seed=config.seed,
-        model_card="" if shuffled else str(model / "README.md"), model_id="" if shuffled else f"{config.model_id}-stage{stage}",
+        protocols=["full_ranking", "scoring"], image_features=image_features, baselines=not shuffled,
+        output=str(folder / "results.json"), predictions=str(folder / "predictions.jsonl"),
+        max_examples=config.eval_users, model_card="" if shuffled else str(model / "README.md"),
+        model_id="" if shuffled else f"{config.model_id}-stage{stage}",
     )
 
 
 def curve_config(config: DemoConfig, model_config: TrainConfig) -> EvaluateConfig:
     """The learning-curve probe: the first `curve_users` validation users of the run's own dataset."""
     return EvaluateConfig(
-        model=model_config.output_dir, dataset=model_config.dataset, domain=config.domain, processor=model_config.processor,
-        image_encoder=config.encoder, tasks=["sequential", "direct"], split="validation", exclude_history=True,
-        max_history=config.max_history, max_examples=config.curve_users, batch_size=config.eval_batch_size,
-        scoring_chunk_size=1024, max_input_length=config.max_input_length, truncation="history", seed=config.seed)
+        **evaluation_settings(config), model=model_config.output_dir, dataset=model_config.dataset,
+        processor=model_config.processor, tasks=["sequential", "direct"], split="validation",
+        max_examples=config.curve_users)
+
+
+def evaluation_settings(config: DemoConfig) -> dict[str, Any]:
+    """What the final evaluations and the learning curve share: prompts as trained (latest purchases, history cut
+    first), the history never recommended."""
+    return dict(domain=config.domain, image_encoder=config.encoder, exclude_history=True,
+                max_history=config.max_history, batch_size=config.eval_batch_size,
+                max_input_length=config.max_input_length, truncation="history", seed=config.seed)
 
 
 def mark_card(path: Path, notice: str) -> None:
@@ -213,8 +219,6 @@ def mark_card(path: Path, notice: str) -> None:
     if not closing:
         raise ValueError(f"{path}: no metadata block (expected a card written by model_cards.model_card)")
     write_text_atomic(path, f"{metadata}{closing}\n{notice}\n{body}")
-
-
 
 
 def popularity_drift(dataset: Path, domain: str) -> dict[str, Any]:
