@@ -22,10 +22,49 @@ from torch.nn import functional as F
 from transformers import T5ForConditionalGeneration
 from transformers import initialization as init
 from transformers.cache_utils import Cache
+from transformers.integrations.sdpa_attention import create_position_bias_mask, sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, sdpa_mask
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
+from transformers.modeling_utils import AttentionInterface
 from transformers.models.t5.modeling_t5 import T5LayerNorm
 
 from .configuration_vip5 import VIP5Config
+
+VIP5_SDPA = "vip5_sdpa"  # the default attention of VIP5 models (nothing requested): see `vip5_attention_forward`
+
+
+def vip5_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                           attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                           is_causal: bool | None = None, position_bias: torch.Tensor | None = None, **kwargs):
+    """SDPA (its fused kernels), except for attention-probability dropout on a CPU: there SDPA falls back to its
+    unfused kernel, which also upcasts to fp32 under bf16 autocast. T5's own formula then does the same sums on the
+    same additive mask faster (QK^T and PV in bf16 under autocast, softmax and dropout in fp32, as the original VIP5):
+    0.89-0.95x the bf16 adapter step at input 256 (docs/benchmarks.md)."""
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    causal = query.shape[2] > 1 and attention_mask is None and causal
+    if (dropout == 0.0 or query.device.type != "cpu" or position_bias is None
+            or (causal and key.shape[2] != query.shape[2])):  # (the last: a prefill SDPA crops; not in training)
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, position_bias=position_bias, **kwargs)
+    mask = create_position_bias_mask(position_bias, attention_mask, causal, query, key)  # what SDPA would be given
+    return eager_attention(query, key, value, mask, dropout, 1.0 if scaling is None else scaling), None
+
+
+def eager_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, dropout: float,
+                    scaling: float) -> torch.Tensor:
+    """softmax(QK^T·scaling + mask), dropout, times V: [batch, heads, q, d] -> [batch, q, heads, d]. The softmax and
+    the dropout run in fp32, as in T5's eager attention under autocast, whose fp32 additive mask promotes the scores
+    (here a cross-attention mask inherits the bf16 of its zero position bias, hence the explicit dtype)."""
+    scores = torch.matmul(query, key.transpose(2, 3))
+    if scaling != 1.0:  # T5 does not scale
+        scores = scores * scaling
+    weights = F.dropout(F.softmax(scores + mask, dim=-1, dtype=torch.float32), p=dropout, training=dropout > 0)
+    return torch.matmul(weights.to(value.dtype), value).transpose(1, 2).contiguous()
+
+
+AttentionInterface.register(VIP5_SDPA, vip5_attention_forward)
+if VIP5_SDPA not in ALL_MASK_ATTENTION_FUNCTIONS:  # the masks SDPA takes (boolean, or none at all)
+    AttentionMaskInterface.register(VIP5_SDPA, sdpa_mask)
 
 
 class VIP5VisualEmbedding(nn.Module):
@@ -111,6 +150,11 @@ class VIP5ForConditionalGeneration(T5ForConditionalGeneration):
             init.uniform_(module.bias, -bound, bound)
         else:
             super()._init_weights(module)
+
+    def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
+        """Nothing requested: `vip5_sdpa` where transformers would pick SDPA (an explicit "sdpa" stays plain SDPA)."""
+        chosen = super().get_correct_attn_implementation(requested_attention, is_init_check)
+        return VIP5_SDPA if requested_attention is None and chosen == "sdpa" else chosen
 
     def get_encoder(self, modality: str | None = None) -> nn.Module:
         """`generate()` runs this once per call: the VIP5 embedding step followed by T5's encoder."""
@@ -267,4 +311,4 @@ class VIP5ForConditionalGeneration(T5ForConditionalGeneration):
         return example_loss.mean()
 
 
-__all__ = ["VIP5Encoder", "VIP5ForConditionalGeneration", "VIP5VisualEmbedding"]
+__all__ = ["VIP5Encoder", "VIP5ForConditionalGeneration", "VIP5VisualEmbedding", "vip5_attention_forward"]

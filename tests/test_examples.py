@@ -132,3 +132,25 @@ def test_latest_direct_positive_is_the_last_training_purchase():
     for i in range(len(examples)):
         fields = examples[i].fields
         assert fields["target_item_id"] == full[fields["user_id"]][-3] and fields["target_item_id"] in fields["candidates"]
+
+
+def test_popularity_negatives_follow_training_purchases_and_stay_unseen():
+    tables, full = make_tables(num_users=40, num_items=300)
+    weights = tables.popularity_weights()
+    assert weights.shape == tables.item_ids.shape and np.isclose(weights.sum(), 1.0) and (weights > 0).all()
+    bought = np.bincount(np.concatenate(tables.train_sequences), minlength=301)[tables.item_ids]
+    assert weights[bought.argmax()] > weights[bought.argmin()]  # bought in training: drawn more often
+    uniform = TrainingExamples(tables, {"direct": ["B-5"]}, direct_per_user=5)
+    weighted = TrainingExamples(tables, {"direct": ["B-5"]}, direct_per_user=5, direct_negatives="popularity")
+    popular = set(tables.item_ids[bought >= np.quantile(bought, 0.75)].tolist())
+
+    def share_popular(examples: TrainingExamples) -> float:
+        drawn = []
+        for i in range(len(examples)):
+            ex = examples[i]
+            negatives = set(ex.fields["candidates"]) - {ex.fields["target_item_id"]}
+            assert len(negatives) == 99 and not negatives & set(full[ex.fields["user_id"]])
+            drawn += list(negatives)
+        return np.mean([item in popular for item in drawn])
+
+    assert share_popular(weighted) > share_popular(uniform) + 0.08

@@ -30,8 +30,9 @@ TUNING_METHODS = ("vip5_adapter", "lora", "full")
 TASKS = ("sequential", "direct", "explanation")
 SEQUENTIAL_TARGETS = ("paper", "all")
 ITEM_EMBEDDING_INITS = ("", "co_purchase")
-BATCHINGS = ("random", "task")  # see training/batching.py
+BATCHINGS = ("random", "task", "task_length")  # see training/batching.py
 DIRECT_POSITIVES = ("uniform", "latest")
+DIRECT_NEGATIVES = ("uniform", "popularity")
 MIXED_PRECISIONS = ("", "auto", "no", "bf16", "fp16")
 
 
@@ -51,6 +52,7 @@ class TrainConfig:
     item_embedding_init: str = ""
     batching: str = "random"
     direct_positives: str = "uniform"
+    direct_negatives: str = "uniform"
     max_users: int = 0
     # model
     model: str = ""
@@ -80,6 +82,7 @@ class TrainConfig:
     mixed_precision: str = ""
     seed: int = 2022
     num_workers: int = 0
+    compile: bool = False
     # evaluation, checkpoints, logging
     eval_every: int = 0
     eval_examples: int = 256
@@ -99,7 +102,7 @@ class TrainConfig:
 
         choices = {"method": TUNING_METHODS, "sequential_targets": SEQUENTIAL_TARGETS,
                    "item_embedding_init": ITEM_EMBEDDING_INITS, "batching": BATCHINGS,
-                   "direct_positives": DIRECT_POSITIVES,
+                   "direct_positives": DIRECT_POSITIVES, "direct_negatives": DIRECT_NEGATIVES,
                    "mixed_precision": MIXED_PRECISIONS, "truncation": TRUNCATIONS,
                    "loss_normalization": LOSS_NORMALIZATIONS, "image_encoder": tuple(ENCODERS)}
         for name, allowed in choices.items():
@@ -150,7 +153,8 @@ AT_LEAST_ONE = ("per_device_batch_size", "gradient_accumulation_steps", "max_inp
 NON_NEGATIVE = ("sequential_per_user", "direct_per_user", "max_history", "max_users", "max_steps", "seed",
                 "num_workers", "eval_every", "eval_examples", "save_every", "weight_decay")
 POSITIVE = ("learning_rate", "adam_epsilon", "max_grad_norm")
-TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list of strings", dict: "a mapping"}
+TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list of strings", dict: "a mapping",
+              bool: "true or false"}
 VALUE_NAMES = {str: "the string", int: "the integer", float: "the number", list: "the list", dict: "the mapping"}
 
 
@@ -324,4 +328,4 @@ def _parser_for(f: dataclasses.Field):
 
 def _metavar(f: dataclasses.Field) -> str:
     kind = typing.get_origin(FIELD_TYPES[f.name]) or FIELD_TYPES[f.name]
-    return {int: "N", float: "X", list: "JSON", dict: "JSON"}.get(kind, "TEXT")
+    return {int: "N", float: "X", list: "JSON", dict: "JSON", bool: "BOOL"}.get(kind, "TEXT")

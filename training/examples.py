@@ -59,18 +59,27 @@ class DomainTables:
         names = dict(zip(users["user_id"], users["name"], strict=True)) if users is not None else {}
         return cls(user_ids, train_sequences, interacted, item_ids, names, titles)
 
+    def popularity_weights(self) -> np.ndarray:
+        """Sampling probabilities over `item_ids` proportional to training purchases (+1, so every item can be drawn):
+        negatives drawn this way are as popular as positives, so popularity alone cannot tell them apart."""
+        counts = np.bincount(np.concatenate(self.train_sequences).astype(np.int64), minlength=int(self.item_ids.max()) + 1)
+        weights = counts[self.item_ids].astype(np.float64) + 1.0
+        return weights / weights.sum()
+
     def user_desc(self, user_id: int) -> str:
         """The reviewer's name, as the original's `user_desc`; the id when no name is known."""
         return self.user_names.get(int(user_id)) or f"user_{int(user_id)}"
 
-    def negatives(self, rng: np.random.Generator, user_index: int, n: int) -> list[int]:
-        """n distinct items the user never interacted with, uniformly (the original's sampler without its dup bug)."""
+    def negatives(self, rng: np.random.Generator, user_index: int, n: int, weights: np.ndarray | None = None
+                  ) -> list[int]:
+        """n distinct items the user never interacted with, uniformly (the original's sampler without its dup bug) or
+        with probabilities `weights` over `item_ids`."""
         excluded = self.interacted[user_index]
         if len(self.item_ids) - len(excluded) < n:
             raise ValueError(f"user {int(self.user_ids[user_index])} has fewer than {n} items to draw negatives from")
         chosen: list[int] = []
         while len(chosen) < n:
-            draw = rng.choice(self.item_ids, size=min(len(self.item_ids), 2 * n), replace=False)
+            draw = rng.choice(self.item_ids, size=min(len(self.item_ids), 2 * n), replace=False, p=weights)
             chosen += [int(i) for i in draw if int(i) not in excluded and int(i) not in chosen]
         return chosen[:n]
 
@@ -84,6 +93,7 @@ class TrainingExamples(torch.utils.data.Dataset):
         self, tables: DomainTables, templates: Mapping[str, Sequence[str]], explanation=None, seed: int = 2022,
         sequential_per_user: int = 10, direct_per_user: int = 10, num_candidates: int = 100,
         sequential_targets: str = "paper", max_history: int = 0, direct_positives: str = "uniform",
+        direct_negatives: str = "uniform",
     ):
         self.tables, self.templates, self.explanation, self.seed = tables, templates, explanation, seed
         # With "all", position p (2nd item onwards) of every training sequence is one target per epoch, as
@@ -99,6 +109,7 @@ class TrainingExamples(torch.utils.data.Dataset):
         }
         self.per_user = {"sequential": sequential_per_user, "direct": direct_per_user}
         self.num_candidates, self.max_history, self.direct_positives = num_candidates, max_history, direct_positives
+        self.negative_weights = tables.popularity_weights() if direct_negatives == "popularity" else None
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -118,7 +129,7 @@ class TrainingExamples(torch.utils.data.Dataset):
                     return explanation_example(self.explanation[index], template_id, rng)
                 if task == "direct":
                     return direct_example(self.tables, index // self.per_user[task], template_id, rng,
-                                          self.num_candidates, self.direct_positives)
+                                          self.num_candidates, self.direct_positives, self.negative_weights)
                 if self.positions is None:
                     user, target = index // self.per_user[task], None
                 else:
@@ -155,18 +166,19 @@ def sequential_example(tables: DomainTables, user: int, template_id: str, rng: n
 
 
 def direct_example(tables: DomainTables, user: int, template_id: str, rng: np.random.Generator,
-                   num_candidates: int = 100, positives: str = "uniform") -> Example:
-    """Positive uniform over the training items (the original) or the latest one; yes/no against one random negative,
-    or a shuffled candidate list."""
+                   num_candidates: int = 100, positives: str = "uniform",
+                   negative_weights: np.ndarray | None = None) -> Example:
+    """Positive uniform over the training items (the original) or the latest one; yes/no against one negative, or a
+    shuffled candidate list; negatives uniform (the original) or drawn with `negative_weights`."""
     sequence = tables.train_sequences[user]
     positive_item = int(sequence[-1] if positives == "latest" else rng.choice(sequence))
     fields = _user_fields(tables, user)
     if template_id in YES_NO_TEMPLATES:
         positive = bool(rng.random() < 0.5)
-        item = positive_item if positive else tables.negatives(rng, user, 1)[0]
+        item = positive_item if positive else tables.negatives(rng, user, 1, negative_weights)[0]
         fields |= {"item_id": item, "item_title": tables.titles.get(item) or "unknown title", "answer": _yes_no(positive)}
     else:
-        candidates = tables.negatives(rng, user, num_candidates - 1) + [positive_item]
+        candidates = tables.negatives(rng, user, num_candidates - 1, negative_weights) + [positive_item]
         rng.shuffle(candidates)
         fields |= {"candidates": candidates, "target_item_id": positive_item}
     return Example(template_id, fields)

@@ -31,7 +31,7 @@ from modeling_vip5 import VIP5_MODULES_TO_SAVE, Catalogue, VIP5AdapterConfig, VI
 from modeling_vip5.pipeline_vip5 import save_pipeline_files
 from modeling_vip5.processing_vip5 import VIP5Processor
 
-from .batching import TaskBatchSampler
+from .batching import TaskBatchSampler, rendered_length
 from .config import TrainConfig, parse_command_line, resolve_mixed_precision
 from .examples import DomainTables, Example, TrainingExamples, evaluation_examples
 from .item_init import init_item_embeddings
@@ -86,7 +86,8 @@ def load_data(config: TrainConfig, processor: VIP5Processor) -> tuple[TrainingEx
     train = TrainingExamples(tables, seen, explanation["train"] if explanation is not None else None, config.seed,
                              config.sequential_per_user, config.direct_per_user,
                              sequential_targets=config.sequential_targets, max_history=config.max_history,
-                             direct_positives=config.direct_positives)
+                             direct_positives=config.direct_positives,
+                             direct_negatives=config.direct_negatives)
     if len(train) == 0:
         raise ValueError(f"{config.dataset}: no training examples for tasks {config.tasks} (empty train splits?)")
     validation: list[Example] = []
@@ -209,9 +210,12 @@ def train(config: TrainConfig, on_evaluate: Callable[[torch.nn.Module], dict[str
         base.save_pretrained(base_source)
     base.name_or_path = base.config._name_or_path = base_source  # PEFT records it as the adapter's base model
     model = apply_tuning_method(base, config)
+    if config.compile:  # in place (`nn.Module.compile`): parameter names and checkpoints stay those of eager runs
+        model.compile()
     collate = Collator(processor, config.max_input_length, config.truncation, config.max_target_length)
-    if config.batching == "task":  # one family per batch: far less padding (training/batching.py)
-        batches = TaskBatchSampler(train_examples, config.per_device_batch_size, config.seed)
+    if config.batching != "random":  # one family per batch: far less padding (training/batching.py)
+        length = rendered_length(train_examples, processor) if config.batching == "task_length" else None
+        batches = TaskBatchSampler(train_examples, config.per_device_batch_size, config.seed, length=length)
         train_loader = torch.utils.data.DataLoader(train_examples, batch_sampler=batches, collate_fn=collate,
                                                    num_workers=config.num_workers)
     else:
